@@ -1,0 +1,113 @@
+"""Input checks shared by every estimator (check_array in the scikit-learn sense).
+
+Messages say what was received, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .exceptions import DataError, NotFittedError
+
+
+def _to_numpy(X: Any) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(X, torch.Tensor):
+            return X.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas, polars
+        try:
+            return X.to_numpy()
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"could not convert {type(X).__name__} to an array: {exc}") from exc
+    return np.asarray(X)
+
+
+def check_array(
+    X: Any,
+    *,
+    name: str = "X",
+    allow_images: bool = True,
+    min_samples: int = 1,
+    dtype=np.float32,
+) -> np.ndarray:
+    """Return ``X`` as a finite float array of shape (n, d), (n, h, w) or (n, c, h, w).
+
+    Raises :class:`~aelab.exceptions.DataError` for non-numeric data, NaN or inf,
+    a wrong number of dimensions, or fewer than ``min_samples`` rows.
+    """
+    try:
+        arr = _to_numpy(X)
+    except DataError:
+        raise
+    if arr.dtype == object or arr.dtype.kind in "USVO":
+        bad = _first_non_numeric(arr)
+        raise DataError(
+            f"{name} must be numeric, but it has dtype {arr.dtype}"
+            + (f" (first non-numeric value: {bad!r})" if bad is not None else "")
+            + ". Convert it to numbers first, e.g. with np.asarray(X, dtype=float), "
+            "or drop the text columns."
+        )
+    if arr.dtype.kind == "c":
+        raise DataError(f"{name} is complex ({arr.dtype}); aelab needs real numbers.")
+    max_ndim = 4 if allow_images else 2
+    if arr.ndim < 2 or arr.ndim > max_ndim:
+        expected = "(n_samples, n_features)" + (
+            ", images (n, height, width) or (n, channels, height, width)" if allow_images else ""
+        )
+        hint = " Use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample." if arr.ndim == 1 else ""
+        raise DataError(f"{name} has {arr.ndim} dimension(s) with shape {arr.shape}; expected {expected}.{hint}")
+    if arr.shape[0] < min_samples:
+        raise DataError(
+            f"{name} has {arr.shape[0]} sample(s) (shape {arr.shape}); at least {min_samples} required."
+        )
+    if arr.size and arr.shape[1:] and 0 in arr.shape[1:]:
+        raise DataError(f"{name} has an empty feature dimension (shape {arr.shape}).")
+    arr = np.asarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr)
+        n_bad = int(bad.sum())
+        first = np.argwhere(bad)[0]
+        raise DataError(
+            f"{name} contains {n_bad} NaN or infinite value(s) (first at index {tuple(int(i) for i in first)}). "
+            "Remove or impute them before fitting, e.g. X = np.nan_to_num(X) or drop those rows."
+        )
+    return arr
+
+
+def _first_non_numeric(arr: np.ndarray):
+    for v in arr.ravel()[:10000]:
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return v
+    return None
+
+
+def check_is_fitted(est, attribute: str = "model_") -> None:
+    if not hasattr(est, attribute):
+        name = type(est).__name__
+        raise NotFittedError(
+            f"This {name} instance is not fitted yet. Call 'fit' with training data before using this method."
+        )
+
+
+def check_sample_shape(X: np.ndarray, expected: tuple, est_name: str, name: str = "X") -> None:
+    """Compare the per-sample shape of X with the one seen in fit."""
+    got = tuple(X.shape[1:])
+    if got == tuple(expected):
+        return
+    if len(expected) == 1 and len(got) == 1:
+        raise DataError(
+            f"{name} has {got[0]} features, but {est_name} was fitted with {expected[0]} features. "
+            "Pass data with the same columns, in the same order, as at fit time."
+        )
+    raise DataError(
+        f"{name} has per-sample shape {got}, but {est_name} was fitted on shape {tuple(expected)}. "
+        "Pass data of the same shape as at fit time (resize images or select the same columns)."
+    )
