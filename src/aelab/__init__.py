@@ -1,0 +1,23 @@
+"""aelab: autoencoders for unsupervised learning and anomaly detection, on PyTorch."""
+
+import logging
+
+__version__ = "0.1.0"
+
+from . import exceptions  # noqa: E402
+from .estimators import PCA, VAE, Autoencoder  # noqa: E402
+from .persistence import load  # noqa: E402
+
+logging.getLogger("aelab").addHandler(logging.NullHandler())
+
+
+def __getattr__(name):  # lazy subpackages: `import aelab` needs only torch, numpy, sklearn
+    import importlib
+
+    if name in {"datasets", "io", "metrics", "divergences", "thresholds", "nn", "plots", "report",
+                "latent", "losses", "scoring", "preprocessing", "tutorial", "models", "config", "training"}:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'aelab' has no attribute {name!r}")
+
+
+__all__ = ["Autoencoder", "VAE", "PCA", "load", "exceptions", "__version__"]

@@ -1,0 +1,129 @@
+"""One small, model-agnostic training loop (in the spirit of minGPT's trainer).
+
+The loop knows nothing about autoencoders: it takes a ``loss_fn(batch) -> scalar``,
+a source of batches per epoch and an optional validation function. Batches of
+in-memory data are drawn by a random permutation of row indices of a tensor that
+already lives on the training device: no DataLoader, no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .exceptions import TrainingError
+
+log = logging.getLogger("aelab")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .exceptions import ConfigError
+
+        raise ConfigError("device='cuda' was requested but CUDA is not available here; use device='auto' or 'cpu'.")
+    return dev
+
+
+def permuted_batches(X: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
+    """Mini-batches of ``X`` in a fresh random order (the last, smaller batch is kept)."""
+    n = X.shape[0]
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(X.device)
+    for i in range(0, n, batch_size):
+        yield X.index_select(0, perm[i : i + batch_size])
+
+
+def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    # The fused Adam kernel (CPU and CUDA) saves ~10% of a step against the foreach one.
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - device without a fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    batches: Callable[[int], Iterable[torch.Tensor]],
+    cfg: TrainConfig,
+    device: torch.device,
+    val_fn: Callable[[], float] | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """Train ``model`` in place and return the per-epoch history.
+
+    ``batches(epoch)`` yields the training batches of one epoch; ``loss_fn`` maps a batch
+    to the mean loss; ``val_fn()`` (optional) returns the validation loss. With early
+    stopping, training ends after ``cfg.patience`` epochs without a relative improvement
+    of ``cfg.min_delta`` in the monitored loss (validation if given, else training), and
+    the best weights are restored.
+    """
+    opt = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
+    history: dict[str, list[float]] = {"loss": []}
+    if val_fn is not None:
+        history["val_loss"] = []
+    best, best_state, since_best = math.inf, None, 0
+    bar = _progress(cfg.epochs, progress)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(cfg.epochs):
+        model.train()
+        total = torch.zeros((), device=device)
+        count = 0
+        for xb in batches(epoch):
+            loss = loss_fn(xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+            opt.step()
+            total += loss.detach() * xb.shape[0]
+            count += xb.shape[0]
+        train_loss = float(total) / max(count, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"the training loss became {train_loss} in epoch {epoch + 1}. Likely causes: a learning rate "
+                f"that is too high (lr={cfg.lr}; try 10x smaller), unscaled inputs with huge values "
+                "(use scaler='standard'), or extreme values in the data."
+            )
+        history["loss"].append(train_loss)
+        monitored = train_loss
+        if val_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                monitored = float(val_fn())
+            history["val_loss"].append(monitored)
+        if bar is not None:
+            bar.set_postfix(loss=f"{train_loss:.4g}", **({"val": f"{monitored:.4g}"} if val_fn else {}))
+            bar.update(1)
+        if not cfg.early_stopping:
+            continue
+        if monitored < best - cfg.min_delta * abs(best) if math.isfinite(best) else monitored < best:
+            best, since_best = monitored, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            if since_best >= cfg.patience:
+                log.info("early stopping after epoch %d (best monitored loss %.4g)", epoch + 1, best)
+                break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="training", unit="epoch", leave=False)

