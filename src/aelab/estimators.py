@@ -238,10 +238,10 @@ class _Base(TransformerMixin, BaseEstimator):
     def _after_fit(self, X) -> None:
         self.decision_scores_ = self.decision_function(X)
         self.set_threshold(contamination=self.contamination)
-        if not self._variational:
-            Z = self.transform(X).astype(np.float64)
-            self.latent_mean_ = Z.mean(0)
-            self.latent_cov_ = np.atleast_2d(np.cov(Z, rowvar=False)) if Z.shape[0] > 1 else np.eye(Z.shape[1])
+        # Gaussian fitted to the training codes: Autoencoder.sample draws from it
+        Z = self.transform(X).astype(np.float64)
+        self.latent_mean_ = Z.mean(0)
+        self.latent_cov_ = np.atleast_2d(np.cov(Z, rowvar=False))
 
 
 class Autoencoder(_Base):
@@ -359,7 +359,7 @@ class Autoencoder(_Base):
             raise DataError(f"arch='conv' needs images (n, h, w) or (n, c, h, w); got per-sample shape "
                             f"{self.input_shape_}. Use arch='dense' for tables.")
         d = self.n_features_in_
-        k = int(self.latent_dim) if self.latent_dim is not None else min(16, max(2, math.ceil(d / 4)))
+        k = int(self.latent_dim) if self.latent_dim is not None else _auto_latent(d)
         if arch == "conv":
             shape = self._image_shape()
         else:
@@ -422,6 +422,11 @@ class Autoencoder(_Base):
                      val_fn if Xv is not None else None, self.verbose)
 
 
+def _auto_latent(d: int) -> int:
+    """Default code size: a quarter of the features, between 2 (or d) and 16."""
+    return min(d, 16, max(2, math.ceil(d / 4)))
+
+
 def _auto_hidden(d: int, k: int) -> tuple[int, ...]:
     # wide enough that ReLU units do not die in narrow layers (tested on small tables)
     h1 = min(256, max(64, 2 * d, 4 * k))
@@ -470,7 +475,7 @@ class PCA(_Base):
     N(0, diag(explained variance)).
     """
 
-    def __init__(self, n_components=16, score="mse", contamination=0.1, scaler="auto",
+    def __init__(self, n_components=None, score="mse", contamination=0.1, scaler="auto",
                  random_state=None, device="auto"):
         self.n_components = n_components
         self.score = score
@@ -481,22 +486,25 @@ class PCA(_Base):
 
     def _validate_params_(self) -> None:
         super()._validate_params_()
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {self.n_components!r}.")
+        if self.n_components is not None and (
+                not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1):
+            raise ConfigError(f"n_components must be a positive integer or None, got {self.n_components!r}.")
 
     def _build(self, scaler_kind: str) -> ModelConfig:
         d = self.n_features_in_
-        if self.n_components > d:
-            raise ConfigError(f"n_components={self.n_components} exceeds the number of features ({d}); "
+        k = _auto_latent(d) if self.n_components is None else int(self.n_components)
+        if k > d:
+            raise ConfigError(f"n_components={k} exceeds the number of features ({d}); "
                               f"choose n_components <= {d}.")
-        return ModelConfig(kind="pca", input_shape=(d,), latent_dim=int(self.n_components), arch="dense",
+        return ModelConfig(kind="pca", input_shape=(d,), latent_dim=k, arch="dense",
                            hidden=(), linear=True, output="identity")
 
     def _train(self, X, X_fit, streaming: bool, seed: int):
         if streaming:
             X_fit = np.concatenate(list(X.iter_chunks()))
-        if self.n_components > X_fit.shape[0]:
-            raise ConfigError(f"n_components={self.n_components} exceeds the number of samples ({X_fit.shape[0]}).")
+        if self.model_cfg_.latent_dim > X_fit.shape[0]:
+            raise ConfigError(f"n_components={self.model_cfg_.latent_dim} exceeds the number of samples "
+                              f"({X_fit.shape[0]}); pass more samples or a smaller n_components.")
         self.model_.fit(torch.from_numpy(self._to_net(self._check_X(X_fit))).to(self.device_))
         return {"loss": [], "val_loss": []}
 

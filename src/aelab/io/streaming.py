@@ -1,0 +1,472 @@
+"""Data larger than memory: chunked, lazily read sources and a streaming row writer.
+
+:func:`open_array` returns an :class:`ArraySource`; estimators fit on it with
+shuffled batches and score it chunk by chunk, and :func:`write_rows` writes the
+results chunk by chunk to a file that appears, complete, only at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..exceptions import DataError
+from ._common import (
+    READ_EXTENSIONS,
+    DataFileNotFoundError,
+    commit,
+    discard,
+    suffix_of,
+    temp_path_for,
+)
+from ._formats import (
+    check_numeric_dtype,
+    column_names,
+    npy_header,
+    open_h5_dataset,
+    open_parquet,
+    parquet_modules,
+    read_array,
+    read_h5_rows,
+    table_to_array,
+    write_delimited_rows,
+)
+
+__all__ = ["ArraySource", "open_array", "write_rows", "RowWriter", "CHUNK_BYTES"]
+
+#: Target size of one chunk in bytes when ``chunk_rows`` is not given (about 32 MB).
+CHUNK_BYTES = 32 * 2**20
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DataError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class ArraySource:
+    """A numeric array read lazily, in chunks of rows, from a file.
+
+    Made by :func:`open_array`; the estimators' ``fit``, ``decision_function`` and
+    :func:`aelab.latent.score_to_file` accept it in place of an array.
+
+    Attributes
+    ----------
+    path : str
+        The file read (``"<memory>"`` for :meth:`from_array`).
+    key : str or None
+        Dataset path in an HDF5 file or array name in an ``.npz``; else None.
+    shape : tuple of int
+        Full shape; ``shape[0]`` is the number of rows.
+    dtype : numpy.dtype
+        Dtype of the arrays returned by :meth:`read`.
+    chunk_rows : int
+        Rows per chunk in :meth:`iter_chunks`; by default about
+        :data:`CHUNK_BYTES` (32 MB) of data.
+    """
+
+    def __init__(self, path, key, shape, dtype, chunk_rows=None):
+        self.path = str(path)
+        self.key = key
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        if chunk_rows is None:
+            row_bytes = max(1, math.prod(self.shape[1:]) * self.dtype.itemsize)
+            chunk_rows = max(1, CHUNK_BYTES // row_bytes)
+        self.chunk_rows = _positive_int(chunk_rows, "chunk_rows")
+
+    @classmethod
+    def from_array(cls, array, chunk_rows: int | None = None) -> ArraySource:
+        """Wrap an in-memory array, so that code written for sources also takes arrays."""
+        return _MemorySource(array, "<memory>", None, chunk_rows)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        key = f", key={self.key!r}" if self.key is not None else ""
+        return (
+            f"ArraySource({self.path!r}{key}, shape={self.shape}, dtype={self.dtype}, "
+            f"chunk_rows={self.chunk_rows})"
+        )
+
+    def __enter__(self) -> ArraySource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release open file handles (reading again reopens them)."""
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return rows ``[start, stop)`` as an in-memory array (bounds are clipped like a slice)."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        out = np.asarray(self._read(start, stop), dtype=self.dtype)
+        return out if out.flags.owndata else out.copy()  # never a view of a cache or of the caller's array
+
+    def _read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def iter_chunks(self, chunk_rows: int | None = None) -> Iterator[np.ndarray]:
+        """Yield consecutive chunks of ``chunk_rows`` rows (the last may be shorter), in order."""
+        step = self.chunk_rows if chunk_rows is None else _positive_int(chunk_rows, "chunk_rows")
+        for start in range(0, len(self), step):
+            yield self.read(start, start + step)
+
+    def iter_shuffled_batches(
+        self, batch_size: int, rng: np.random.Generator, buffer_chunks: int = 4
+    ) -> Iterator[np.ndarray]:
+        """Yield every row exactly once, in shuffled batches of ``batch_size`` rows.
+
+        Chunks are visited in random order; ``buffer_chunks`` of them at a time are
+        concatenated and permuted, then cut into batches. Rows that do not fill a
+        last batch are carried into the next buffer, so every batch but the very
+        last has ``batch_size`` rows. Memory: about ``2 * buffer_chunks`` chunks.
+
+        Parameters
+        ----------
+        batch_size : int
+        rng : numpy.random.Generator
+            Source of randomness (an int seed is accepted too).
+        buffer_chunks : int, default 4
+            Chunks mixed together; more gives a better shuffle and uses more memory.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        buffer_chunks = _positive_int(buffer_chunks, "buffer_chunks")
+        rng = np.random.default_rng(rng)
+        starts = np.arange(0, len(self), self.chunk_rows)[rng.permutation(math.ceil(len(self) / self.chunk_rows))]
+        carry = np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        for g in range(0, len(starts), buffer_chunks):
+            parts = [carry] + [self.read(s, s + self.chunk_rows) for s in starts[g : g + buffer_chunks]]
+            buffer = np.concatenate(parts)
+            buffer = buffer[rng.permutation(len(buffer))]
+            n_full = len(buffer) - len(buffer) % batch_size
+            for i in range(0, n_full, batch_size):
+                yield buffer[i : i + batch_size]
+            carry = buffer[n_full:]
+        if len(carry):
+            yield carry
+
+
+class _MemorySource(ArraySource):
+    def __init__(self, array, path, key, chunk_rows):
+        arr = np.asarray(array)
+        if arr.ndim == 0:
+            raise DataError(f"a source needs at least one dimension (rows), got a scalar from {path!r}.")
+        self._array = arr
+        super().__init__(path, key, arr.shape, arr.dtype, chunk_rows)
+
+    def _read(self, start, stop):
+        return self._array[start:stop]
+
+
+class _NpySource(ArraySource):
+    """Maps only the requested rows for each read, so resident memory stays at one chunk."""
+
+    def __init__(self, path, chunk_rows):
+        shape, self._fortran, dtype, self._offset = npy_header(path)
+        if not shape:
+            raise DataError(f"{str(path)!r} holds a scalar; a source needs rows.")
+        super().__init__(path, None, shape, dtype, chunk_rows)
+
+    def _read(self, start, stop):
+        if self._fortran and len(self.shape) > 1:  # rows are not contiguous: slice a whole-file map
+            return np.load(self.path, mmap_mode="r")[start:stop]
+        row_items = math.prod(self.shape[1:])
+        window = np.memmap(
+            self.path, dtype=self.dtype, mode="r", shape=(stop - start, *self.shape[1:]),
+            offset=self._offset + start * row_items * self.dtype.itemsize,
+        )
+        out = np.array(window)
+        del window
+        return out
+
+
+class _H5Source(ArraySource):
+    def __init__(self, path, key, chunk_rows):
+        self._file, ds = open_h5_dataset(path, key)
+        if ds.ndim == 0:
+            self._file.close()
+            raise DataError(f"dataset {ds.name!r} in {str(path)!r} is a scalar; a source needs rows.")
+        super().__init__(path, ds.name.lstrip("/"), ds.shape, ds.dtype, chunk_rows)
+
+    def _dataset(self):
+        if self._file is None or not self._file.id.valid:
+            self._file, _ = open_h5_dataset(self.path, self.key)
+        return self._file[self.key]
+
+    def _read(self, start, stop):
+        return read_h5_rows(self._dataset(), start, stop)
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _ParquetSource(ArraySource):
+    """Rows come from row groups; sequential iteration streams record batches."""
+
+    def __init__(self, path, chunk_rows):
+        pf = open_parquet(path)
+        meta = pf.metadata
+        dtypes = [np.dtype(f.type.to_pandas_dtype()) for f in pf.schema_arrow]
+        dtype = np.result_type(*dtypes)
+        if dtype.kind in "biu" and any(
+            meta.row_group(g).column(c).statistics is None or meta.row_group(g).column(c).statistics.null_count
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        ):
+            dtype = np.dtype(np.float64)  # nulls (or unknown null counts) need NaN
+        self._pf = pf
+        self._group_starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        self._cache: tuple[int, np.ndarray] | None = None
+        super().__init__(path, None, (meta.num_rows, meta.num_columns), dtype, chunk_rows)
+
+    def _group(self, g: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != g:
+            pa, _ = parquet_modules("reading .parquet files")
+            try:
+                self._cache = (g, table_to_array(self._pf.read_row_group(g)).astype(self.dtype, copy=False))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"row group {g} of {self.path!r} is corrupt or truncated ({exc}).") from exc
+        return self._cache[1]
+
+    def _read(self, start, stop):
+        first = int(np.searchsorted(self._group_starts, start, side="right")) - 1
+        last = int(np.searchsorted(self._group_starts, stop, side="left")) - 1
+        parts = [
+            self._group(g)[max(start - self._group_starts[g], 0) : stop - self._group_starts[g]]
+            for g in range(first, last + 1)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def iter_chunks(self, chunk_rows=None):
+        step = self.chunk_rows if chunk_rows is None else _positive_int(chunk_rows, "chunk_rows")
+        pending, n_pending = [], 0
+        for batch in self._pf.iter_batches(batch_size=step):
+            pending.append(table_to_array(batch).astype(self.dtype, copy=False))
+            n_pending += len(pending[-1])
+            while n_pending >= step:
+                merged = np.concatenate(pending)
+                yield merged[:step]
+                pending, n_pending = [merged[step:]], n_pending - step
+        if n_pending:
+            yield np.concatenate(pending)
+
+    def close(self):
+        self._cache = None
+
+
+def open_array(path: str | os.PathLike, key: str | None = None, chunk_rows: int | None = None) -> ArraySource:
+    """Open a data file as a chunked, lazily read :class:`ArraySource`.
+
+    ``.npy`` (memory-mapped per read), ``.h5``/``.hdf5`` (``key`` = dataset path)
+    and ``.parquet`` (row groups) are read lazily, a chunk at a time, so they may
+    be larger than memory. Every other format :func:`~aelab.io.read_array`
+    understands (``.npz``, ``.csv``, ``.tsv``, image folders) is read into memory
+    whole and then served in chunks the same way.
+
+    Parameters
+    ----------
+    path : str or path-like
+    key : str, optional
+        Dataset (HDF5) or array (``.npz``) to read; default the only one or ``'X'``.
+    chunk_rows : int, optional
+        Rows per chunk; default about 32 MB of data per chunk.
+
+    Returns
+    -------
+    ArraySource
+
+    Examples
+    --------
+    >>> src = open_array("big.npy")                      # doctest: +SKIP
+    >>> for chunk in src.iter_chunks(): ...              # doctest: +SKIP
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _MemorySource(read_array(p), p, None, chunk_rows)
+    suffix = suffix_of(p, READ_EXTENSIONS, "read")
+    if not p.exists():
+        raise DataFileNotFoundError(f"no such file: {str(p)!r}. Check the path (relative to {os.getcwd()!r}).")
+    if suffix == ".npy":
+        return _NpySource(p, chunk_rows)
+    if suffix in (".h5", ".hdf5"):
+        return _H5Source(p, key, chunk_rows)
+    if suffix == ".parquet":
+        return _ParquetSource(p, chunk_rows)
+    return _MemorySource(read_array(p, key), p, key, chunk_rows)
+
+
+# --------------------------------------------------------------------------- writing
+class RowWriter:
+    """Writes rows chunk by chunk to a temporary file; :meth:`close` renames it onto ``path``.
+
+    Use it through :func:`write_rows`. If the ``with`` block raises, or fewer
+    rows than announced were written, the temporary file is deleted and an
+    existing file at ``path`` is left as it was.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    n_rows : int or None
+        Rows announced (required for ``.npy``).
+    rows_written : int
+    """
+
+    def __init__(self, path, n_rows, trailing_shape, dtype, columns):
+        self.path = Path(path)
+        self._suffix = suffix_of(self.path, (".npy", ".csv", ".tsv", ".parquet"), "stream rows to")
+        self.n_rows = None if n_rows is None else int(n_rows)
+        if self.n_rows is not None and self.n_rows < 0:
+            raise DataError(f"n_rows must be >= 0, got {n_rows}.")
+        self.trailing_shape = tuple(int(s) for s in trailing_shape)
+        self.dtype = np.dtype(dtype)
+        check_numeric_dtype(self.dtype, f"the dtype for {str(self.path)!r}")
+        self.rows_written = 0
+        self._closed = False
+        if self._suffix == ".npy" and self.n_rows is None:
+            raise DataError("writing a .npy file row by row needs n_rows (the final number of rows) up front.")
+        if self._suffix != ".npy" and len(self.trailing_shape) > 1:
+            raise DataError(
+                f"{self._suffix} files hold 1-D or 2-D arrays, but rows of shape {self.trailing_shape} were "
+                "announced. Use .npy for rows with more dimensions."
+            )
+        width = self.trailing_shape[0] if self.trailing_shape else 1
+        self._names = column_names(width, columns) if (columns is not None or self._suffix == ".parquet") else None
+        self._tmp = temp_path_for(self.path)
+        try:
+            self._open()
+        except BaseException:
+            discard(self._tmp)
+            raise
+
+    def _open(self):
+        if self._suffix == ".npy":
+            header = np.lib.format.open_memmap(
+                self._tmp, mode="w+", dtype=self.dtype, shape=(self.n_rows, *self.trailing_shape)
+            )
+            offset = header.offset
+            del header  # only the header and the file size come from numpy; data go through plain writes
+            self._fh = open(self._tmp, "r+b")
+            self._fh.seek(offset)
+        elif self._suffix == ".parquet":
+            pa, pq = parquet_modules("writing .parquet files")
+            schema = pa.schema([(n, pa.from_numpy_dtype(self.dtype)) for n in self._names])
+            self._fh = pq.ParquetWriter(self._tmp, schema)
+        else:
+            self._fh = open(self._tmp, "w", encoding="utf-8", newline="")
+            if self._names is not None:
+                self._fh.write(self._delimiter.join(self._names) + "\n")
+
+    @property
+    def _delimiter(self) -> str:
+        return "\t" if self._suffix == ".tsv" else ","
+
+    def write(self, chunk) -> None:
+        """Append ``chunk`` (shape ``(k, *trailing_shape)``), converted to the writer's dtype."""
+        if self._closed:
+            raise DataError(f"the writer for {str(self.path)!r} is closed.")
+        arr = np.asarray(chunk)
+        if arr.shape[1:] != self.trailing_shape or arr.ndim == 0:
+            raise DataError(
+                f"chunk for {str(self.path)!r} has shape {arr.shape}, but rows of shape {self.trailing_shape} "
+                f"were announced, i.e. chunks of shape (k, {', '.join(map(str, self.trailing_shape))})."
+            )
+        if self.n_rows is not None and self.rows_written + len(arr) > self.n_rows:
+            raise DataError(
+                f"too many rows for {str(self.path)!r}: {self.rows_written} written + {len(arr)} in this chunk "
+                f"> n_rows={self.n_rows}."
+            )
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        if self._suffix == ".npy":
+            self._fh.write(arr.tobytes())
+        elif self._suffix == ".parquet":
+            pa, _ = parquet_modules("writing .parquet files")
+            cols = arr.reshape(len(arr), -1)
+            self._fh.write_table(pa.table({n: cols[:, i] for i, n in enumerate(self._names)}))
+        else:
+            write_delimited_rows(self._fh, arr, self._delimiter)
+        self.rows_written += len(arr)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns the final path."""
+        if self._closed:
+            return self.path
+        if self.n_rows is not None and self.rows_written != self.n_rows:
+            self.abort()
+            raise DataError(
+                f"only {self.rows_written} of the {self.n_rows} announced rows were written to "
+                f"{str(self.path)!r}; nothing was saved."
+            )
+        self._fh.close()
+        self._closed = True
+        try:
+            commit(self._tmp, self.path)
+        except BaseException:
+            discard(self._tmp)
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` is left untouched."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._fh.close()
+            finally:
+                discard(self._tmp)
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_rows(
+    path: str | os.PathLike,
+    n_rows: int | None = None,
+    trailing_shape: Sequence[int] = (),
+    dtype="float32",
+    *,
+    columns: Sequence[str] | None = None,
+) -> RowWriter:
+    """Open a streaming writer: rows go to a temporary file that replaces ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Ends in ``.npy``, ``.csv``, ``.tsv`` or ``.parquet``.
+    n_rows : int, optional
+        Total rows to come; required for ``.npy`` and checked on close for all formats.
+    trailing_shape : tuple of int, default ()
+        Shape of one row: ``()`` for one value per row (scores), ``(d,)`` for
+        vectors; ``.npy`` takes any shape.
+    dtype : dtype, default float32
+    columns : sequence of str, optional
+        CSV/TSV header (none by default) or Parquet column names (default x0, x1, ...).
+
+    Returns
+    -------
+    RowWriter
+        Use as a context manager and call ``write(chunk)`` for each chunk.
+
+    Examples
+    --------
+    >>> with write_rows("scores.npy", len(src)) as w:    # doctest: +SKIP
+    ...     for chunk in src.iter_chunks():
+    ...         w.write(model_scores(chunk))
+    """
+    return RowWriter(path, n_rows, trailing_shape, dtype, columns)
