@@ -236,10 +236,18 @@ class _Base(TransformerMixin, BaseEstimator):
         check_score(self.score, self._variational, type(self).__name__)
 
     def _after_fit(self, X) -> None:
-        self.decision_scores_ = self.decision_function(X)
+        # one pass over the training data gives both the scores and the codes
+        codes = []
+
+        def scores_and_codes(x):
+            out = self.model_(x)
+            codes.append((out.mu if out.mu is not None else out.z).cpu().numpy())
+            return score_batch(self.model_, x, self.score, self.recon_kind_, out=out)
+
+        self.decision_scores_ = self._map(X, scores_and_codes).astype(np.float64)
         self.set_threshold(contamination=self.contamination)
         # Gaussian fitted to the training codes: Autoencoder.sample draws from it
-        Z = self.transform(X).astype(np.float64)
+        Z = np.concatenate(codes).astype(np.float64)
         self.latent_mean_ = Z.mean(0)
         self.latent_cov_ = np.atleast_2d(np.cov(Z, rowvar=False))
 

@@ -29,9 +29,12 @@ def check_score(score: str, variational: bool, owner: str) -> None:
         raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {allowed}.")
 
 
-def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse") -> torch.Tensor:
-    """Scores of one batch ``x`` (already scaled, on the model's device)."""
-    out = model(x, sample=False)
+def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", out=None) -> torch.Tensor:
+    """Scores of one batch ``x`` (already scaled, on the model's device).
+
+    ``out``: the model's output for ``x`` when the caller has it already.
+    """
+    out = model(x, sample=False) if out is None else out
     if score in RECONSTRUCTION_SCORES:
         return losses.reconstruction(out.x_hat, x, score)
     if out.mu is None:

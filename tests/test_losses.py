@@ -1,0 +1,89 @@
+"""Losses (per-sample reduction) and preprocessing: scalers and corruption."""
+
+import numpy as np
+import pytest
+import torch
+
+from aelab import divergences, losses
+from aelab.exceptions import ConfigError
+from aelab.preprocessing import Scaler, corrupt, resolve_scaler
+
+
+def test_reconstruction_per_sample():
+    x = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    x_hat = torch.tensor([[0.5, 1.0], [0.0, 0.0]])
+    torch.testing.assert_close(losses.reconstruction(x_hat, x, "mse"), torch.tensor([0.125, 1.0]))
+    torch.testing.assert_close(losses.reconstruction(x_hat, x, "mae", reduction="sum"), torch.tensor([0.5, 2.0]))
+    bce = losses.reconstruction(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]), "bce", reduction="sum")
+    torch.testing.assert_close(bce, torch.tensor([2 * np.log(2.0)], dtype=torch.float32))
+    # images are flattened per sample
+    assert losses.reconstruction(torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4)).shape == (3,)
+    with pytest.raises(ValueError, match="unknown reconstruction"):
+        losses.reconstruction(x_hat, x, "huber")
+
+
+def test_gaussian_kl_matches_divergences_and_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g) * 0.5
+    kl = losses.gaussian_kl(mu, logvar)
+    np.testing.assert_allclose(kl.numpy(), divergences.gaussian_kl(mu.numpy(), logvar.numpy()), rtol=1e-5)
+    # Monte Carlo: E_q[log q(z) - log p(z)]
+    n = 200_000
+    std = (0.5 * logvar[0]).exp()
+    z = mu[0] + std * torch.randn(n, 3, generator=g)
+    log_q = torch.distributions.Normal(mu[0], std).log_prob(z).sum(1)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    diff = (log_q - log_p).double()
+    assert abs(diff.mean().item() - kl[0].item()) < 5 * diff.std().item() / np.sqrt(n)
+
+
+def test_sparsity_and_elbo():
+    z = torch.tensor([[1.0, -2.0], [0.0, 0.5]])
+    torch.testing.assert_close(losses.sparsity(z), torch.tensor([3.0, 0.5]))
+    x = torch.tensor([[1.0, 0.0]])
+    x_hat = torch.tensor([[0.5, 0.5]])
+    mu, logvar = torch.tensor([[1.0]]), torch.tensor([[0.0]])
+    e = losses.elbo(x_hat, x, mu, logvar, beta=2.0, kind="mse")
+    torch.testing.assert_close(e, torch.tensor([0.5 * 0.5 + 2.0 * 0.5]))
+
+
+def test_scaler_constant_columns_and_roundtrip():
+    X = np.c_[np.arange(10.0), np.full(10, 3.0)]
+    for kind in ["standard", "minmax"]:
+        sc = Scaler(kind).fit(X)
+        Xs = sc.transform(X)
+        assert np.isfinite(Xs).all()
+        np.testing.assert_allclose(sc.inverse_transform(Xs), X, rtol=1e-6)
+    assert np.allclose(Scaler("minmax").fit(X).transform(X)[:, 0], np.linspace(0, 1, 10))
+
+
+def test_scaler_streaming_equals_one_pass():
+    X = np.random.default_rng(0).normal(3, 2, size=(1000, 4))
+    one = Scaler("standard").fit(X)
+    parts = Scaler("standard")
+    for chunk in np.array_split(X, 7):
+        parts.partial_fit(chunk)
+    parts.finalize()
+    np.testing.assert_allclose(parts.offset, one.offset, rtol=1e-6)
+    np.testing.assert_allclose(parts.scale, one.scale, rtol=1e-6)
+
+
+def test_resolve_scaler_rules():
+    assert resolve_scaler("auto", np.zeros((5, 8, 8))) == ("minmax", False)
+    assert resolve_scaler("auto", np.random.default_rng(0).uniform(size=(5, 3))) == ("minmax", True)
+    assert resolve_scaler("auto", np.array([[5.0, -1.0], [2.0, 3.0]])) == ("standard", True)
+    with pytest.raises(ConfigError, match="scaler="):
+        resolve_scaler("robust", np.zeros((2, 2)))
+
+
+def test_corruption_statistics():
+    torch.manual_seed(0)
+    x = torch.ones(200, 500)
+    noisy = corrupt(x, 0.3, "gaussian")
+    assert abs((noisy - x).std().item() - 0.3) < 0.01 and abs((noisy - x).mean().item()) < 0.01
+    masked = corrupt(x, 0.25, "mask")
+    assert abs((masked == 0).float().mean().item() - 0.25) < 0.01
+    assert set(masked.unique().tolist()) <= {0.0, 1.0}
+    assert corrupt(x, 0.0, "gaussian") is x
+    with pytest.raises(ConfigError, match="noise_type"):
+        corrupt(x, 0.1, "salt")
