@@ -1,0 +1,84 @@
+"""Commands that apply a saved model: ``score``, ``evaluate``, ``report`` and ``cost``."""
+
+from __future__ import annotations
+
+from ._common import (add_command, add_data, add_labels, add_model, add_out, check_out, load_model, read_data,
+                      read_labels, say)
+
+SCORES = ("mse", "mae", "mu_norm", "kl", "elbo")
+
+
+def _add_score(p) -> None:
+    p.add_argument("--score", choices=SCORES, help="anomaly score (default: the model's; mu_norm, kl, elbo need a VAE)")
+
+
+def register(sub) -> None:
+    p = add_command(sub, "score", score, "one anomaly score per row of DATA (higher = more anomalous)",
+                    "aelab score vae-model events.parquet --out scores.csv")
+    add_model(p)
+    add_data(p)
+    add_out(p, "the scores")
+    _add_score(p)
+
+    p = add_command(sub, "evaluate", evaluate, "detection metrics of the model's scores against known labels",
+                    "aelab evaluate vae-model test.npy --labels test-labels.npy",
+                    description="ROC AUC, average precision and the true-positive rate at false-positive rates "
+                                "1e-2, 1e-3, 1e-4 and 1e-5, from the model's scores on DATA and 0/1 labels "
+                                "(1 = anomaly).")
+    add_model(p)
+    add_data(p)
+    p.add_argument("--labels", required=True, metavar="FILE", help="0/1 labels (1 = anomaly), one per row of DATA")
+    _add_score(p)
+
+    p = add_command(sub, "report", report, "a self-contained HTML report of the model on DATA",
+                    "aelab report vae-model mnist:test --labels mnist:test --out report.html")
+    add_model(p)
+    add_data(p)
+    add_labels(p, "labels to colour the plots by; 0/1 labels (1 = anomaly) also give a ROC curve")
+    p.add_argument("--out", "-o", required=True, metavar="FILE.html", help="the HTML file to write")
+    p.add_argument("--title", default=None, help="the report's title")
+
+    p = add_command(sub, "cost", cost, "parameters, MACs, activation memory and latency per sample",
+                    "aelab cost vae-model")
+    add_model(p)
+
+
+def score(args) -> int:
+    from ..latent import score_to_file
+
+    est = load_model(args.model)
+    check_out(args.out)
+    scores = score_to_file(est, read_data(args.data), args.out, score=args.score)
+    say(args, f"wrote {len(scores)} {args.score or est.score} scores to {args.out} "
+              f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")
+    return 0
+
+
+def evaluate(args) -> int:
+    from ..report import detection_rows, format_table
+
+    est = load_model(args.model)
+    X = read_data(args.data)
+    y = read_labels(args.labels, len(X))
+    print(format_table(detection_rows(y, est.decision_function(X, score=args.score))))
+    return 0
+
+
+def report(args) -> int:
+    from ..report import model_report, write_report
+
+    est = load_model(args.model)
+    check_out(args.out, (".html", ".htm"))
+    X = read_data(args.data)
+    sections = model_report(est, X, read_labels(args.labels, len(X)))
+    write_report(args.out, sections, title=args.title or f"aelab report: {args.model} on {args.data}")
+    say(args, f"wrote {args.out} ({len(sections)} sections)")
+    return 0
+
+
+def cost(args) -> int:
+    from ..nn import cost as model_cost, format_cost
+
+    est = load_model(args.model)
+    print(format_cost(model_cost(est)))
+    return 0

@@ -1,0 +1,83 @@
+"""Commands that write a model folder: ``train`` and ``threshold``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..exceptions import ConfigError, PersistenceError
+from ._common import (add_command, add_data, add_model, load_model, positive_int, progress, rate, read_config,
+                      read_data, say)
+
+#: --model choice -> (estimator class, preset parameters, description)
+PRESETS = {
+    "ae": ("Autoencoder", {}, "autoencoder"),
+    "dae": ("Autoencoder", {"noise": 0.2}, "denoising autoencoder (noise=0.2)"),
+    "sae": ("Autoencoder", {"sparsity": 1e-3}, "sparse autoencoder (L1 weight 1e-3 on the code)"),
+    "linear": ("Autoencoder", {"linear": True}, "linear autoencoder (the PCA-equivalent)"),
+    "vae": ("VAE", {}, "variational autoencoder"),
+    "pca": ("PCA", {}, "PCA (closed form)"),
+}
+
+
+def register(sub) -> None:
+    p = add_command(sub, "train", train, "train a model on DATA and save it",
+                    "aelab train mnist:sample --model vae --latent-dim 2 --epochs 20 --out vae-model\n"
+                    "aelab train events.parquet --model ae --config ae.toml --out ae-model",
+                    description="Train a model on DATA and save it as a folder (config.json, weights.safetensors, "
+                                "meta.json). --config FILE (TOML, YAML or JSON) sets any estimator parameter, "
+                                "e.g. latent_dim = 8 or hidden = [256, 64]; flags override the file.")
+    add_data(p, help="training data")
+    p.add_argument("--model", "-m", choices=PRESETS, default="ae",
+                   help="; ".join(f"{k}: {v[2]}" for k, v in PRESETS.items()) + " (default: ae)")
+    p.add_argument("--latent-dim", "-k", type=positive_int, metavar="K", help="size of the code (PCA: n_components)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="maximum training epochs (not for pca)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (random_state), for reproducible results")
+    p.add_argument("--config", "-c", metavar="FILE", help="estimator parameters in a .toml, .yaml or .json file")
+    p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
+
+    p = add_command(sub, "threshold", threshold, "set a model's threshold from known-normal data and save it",
+                    "aelab threshold vae-model normal.npy --fpr 1e-3")
+    add_model(p)
+    add_data(p, "NORMAL_DATA", help="known-normal data")
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--fpr", type=rate, help="target false-positive rate on NORMAL_DATA, e.g. 1e-3")
+    rule.add_argument("--contamination", type=rate, help="share of NORMAL_DATA to flag (a percentile threshold)")
+
+
+def _estimator(args):
+    import aelab
+
+    cls_name, preset, _ = PRESETS[args.model]
+    cls = getattr(aelab, cls_name)
+    valid = list(cls().get_params())
+    flags = {"n_components" if args.model == "pca" else "latent_dim": args.latent_dim, "epochs": args.epochs,
+             "random_state": args.seed, "verbose": progress(args) if "verbose" in valid else None}
+    if args.epochs is not None and "epochs" not in valid:
+        raise ConfigError(f"--epochs does not apply to --model {args.model}: it is fitted in closed form. Drop --epochs.")
+    params = {**preset, **read_config(args.config, valid), **{k: v for k, v in flags.items() if v is not None}}
+    return cls(**params)
+
+
+def train(args) -> int:
+    est = _estimator(args)
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file())):
+        raise PersistenceError(f"--out {str(out)!r} exists and is not a model folder; choose a new folder name.")
+    X = read_data(args.data)
+    est.fit(X)
+    est.save(out)
+    loss = {k: v[-1] for k, v in est.history_.items() if v}
+    say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])}"
+              + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
+                 if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
+    return 0
+
+
+def threshold(args) -> int:
+    est = load_model(args.model)
+    X = read_data(args.normal_data)
+    est.set_threshold(X, fpr=args.fpr, contamination=args.contamination)
+    est.save(args.model)
+    rule = f"FPR {args.fpr:g}" if args.fpr else f"contamination {args.contamination:g}"
+    say(args, f"threshold {est.threshold_:.6g} ({rule} on {len(X)} normal samples); saved to {args.model}")
+    return 0
