@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the tests use small models, and 2 threads on a 2-core machine with any other
+# busy process slow PyTorch down by an order of magnitude (oversubscription).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

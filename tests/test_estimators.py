@@ -53,7 +53,7 @@ def test_fit_returns_self_and_shapes(cls, blobs):
     assert est.decision_function(X).shape == (len(X),)
     assert est.decision_scores_.shape == (len(X),)
     assert est.feature_errors(X).shape == X.shape
-    np.testing.assert_allclose(est.feature_errors(X).mean(1), est.decision_function(X), rtol=1e-4)
+    np.testing.assert_allclose(est.feature_errors(X).mean(1), est.decision_function(X, score="mse"), rtol=1e-4)
     assert est.sample(4, random_state=0).shape == (4, 8)
     assert est.n_features_in_ == 8
     # the threshold from the default contamination 0.1 flags about 10% of the training data
@@ -74,7 +74,7 @@ def test_images_any_size_and_layout():
     rng = np.random.default_rng(0)
     for shape in [(30, 40, 22), (30, 1, 28, 28), (30, 3, 20, 20), (30, 20, 20, 3)]:
         X = rng.uniform(0, 255, size=shape).astype(np.uint8)
-        est = aelab.Autoencoder(latent_dim=4, channels=(4, 8), **FAST).fit(X)
+        est = aelab.Autoencoder(arch="conv", latent_dim=4, channels=(4, 8), **FAST).fit(X)
         assert est.model_cfg_.arch == "conv"
         assert est.reconstruct(X).shape == shape
         assert est.sample(2).shape == (2, *shape[1:])
@@ -155,14 +155,14 @@ def test_denoising_noise_only_in_training(blobs):
     np.testing.assert_array_equal(dae.decision_function(X), dae.decision_function(X))
     rec = dae.reconstruct(X)
     manual = (((rec - X) / dae.scaler_.scale) ** 2).mean(1)
-    np.testing.assert_allclose(dae.decision_function(X), manual, rtol=1e-3)
+    np.testing.assert_allclose(dae.decision_function(X, score="mse"), manual, rtol=1e-3)
 
 
 def test_denoising_autoencoder_removes_noise(digits):
     X = digits[0][:1500]
     rng = np.random.default_rng(0)
     noisy = np.clip(X / 255.0 + rng.normal(0, 0.3, X.shape), 0, 1).astype(np.float32) * 255
-    kw = dict(arch="dense", latent_dim=32, epochs=15, random_state=0)
+    kw = dict(arch="dense", latent_dim=32, epochs=15, batch_size=128, random_state=0)
     plain = aelab.Autoencoder(**kw).fit(X)
     dae = aelab.Autoencoder(noise=0.3, **kw).fit(X)
     err = lambda est: np.mean((est.reconstruct(noisy) - X) ** 2)  # noqa: E731
@@ -294,7 +294,7 @@ def test_linear_autoencoder_matches_pca(digits):
     X = digits[0]
     k = 16
     pca = aelab.PCA(n_components=k).fit(X)
-    lae = aelab.Autoencoder(latent_dim=k, hidden=(), linear=True, arch="dense", epochs=200, lr=1e-3,
+    lae = aelab.Autoencoder(latent_dim=k, hidden=(), linear=True, arch="dense", epochs=200, lr=1e-3, batch_size=128,
                             validation_fraction=0, early_stopping=False, random_state=0).fit(X)
     e_pca, e_lae = pca.decision_function(X).mean(), lae.decision_function(X).mean()
     assert e_pca <= e_lae <= 1.02 * e_pca

@@ -20,7 +20,7 @@ def fitted():
         "ae": aelab.Autoencoder(latent_dim=2, epochs=2, random_state=0).fit(X),
         "vae": aelab.VAE(latent_dim=2, beta=2.0, epochs=2, score="kl", random_state=0).fit(X),
         "pca": aelab.PCA(n_components=3).fit(X),
-        "conv": aelab.Autoencoder(latent_dim=2, channels=(4,), epochs=1, random_state=0).fit(img),
+        "conv": aelab.Autoencoder(arch="conv", latent_dim=2, channels=(4,), epochs=1, random_state=0).fit(img),
     }
 
 

@@ -69,6 +69,8 @@ def check_array(
     if arr.size and arr.shape[1:] and 0 in arr.shape[1:]:
         raise DataError(f"{name} has an empty feature dimension (shape {arr.shape}).")
     arr = np.asarray(arr, dtype=dtype)
+    if not arr.flags.writeable:  # e.g. a read-only memmap from read_array: torch needs writable memory
+        arr = arr.copy()
     if not np.isfinite(arr).all():
         bad = ~np.isfinite(arr)
         n_bad = int(bad.sum())

@@ -64,14 +64,15 @@ def save(est, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
     arrays = {"scaler.offset": est.scaler_.offset, "scaler.scale": est.scaler_.scale,
-              "decision_scores": est.decision_scores_, "latent_mean": est.latent_mean_, "latent_cov": est.latent_cov_}
-    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+              "decision_scores": est.decision_scores_, "latent_mean": est.latent_mean_, "latent_cov": est.latent_cov_,
+              "recon_means": est.recon_means_}
+    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "class": type(est).__name__,
         "params": _jsonable(est.get_params()), "model": est.model_cfg_.to_dict(), "scaler": est.scaler_.config(),
         "fitted": _jsonable({
             "input_shape": est.input_shape_, "channels_last": est.channels_last_,
-            "n_features_in": est.n_features_in_, "recon_kind": est.recon_kind_,
+            "n_features_in": est.n_features_in_, "recon_kind": est.recon_kind_, "score": est.score_,
             "threshold": est.threshold_, "threshold_rule": est.threshold_rule_, "history": est.history_,
         }),
     }
@@ -170,6 +171,9 @@ def load(path, device: str = "auto"):
         est.decision_scores_ = tensors["decision_scores"].numpy()
         est.latent_mean_ = tensors["latent_mean"].numpy()
         est.latent_cov_ = tensors["latent_cov"].numpy()
+        # models saved before the fitted scores existed lack these two: they keep their "mse"-family scores
+        est.recon_means_ = tensors["recon_means"].numpy() if "recon_means" in tensors else None
+        est.score_ = fitted.get("score", est.score)
         est.device_ = resolve_device(device)
         model = build_model(est.model_cfg_)
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

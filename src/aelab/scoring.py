@@ -1,13 +1,39 @@
 """Per-sample anomaly scores, computed batch by batch without gradients.
 
 Every score is deterministic (the VAE is evaluated at z = mu) and follows the
-convention HIGHER = MORE ANOMALOUS:
+convention HIGHER = MORE ANOMALOUS. All reconstruction terms are computed in the
+scaled units the network sees (so features of different units weigh alike); x is a
+sample, x' its reconstruction, d the number of features, z the code (mu for the VAE).
 
-* ``mse`` / ``mae``: mean squared / absolute reconstruction error per sample, in the
-  scaled units the network sees (so features of different units weigh alike);
-* ``mu_norm`` (VAE): Euclidean norm |mu| of the posterior mean;
-* ``kl`` (VAE): KL( q(z|x) || N(0, I) ), closed form;
-* ``elbo`` (VAE): the negative ELBO with beta = 1 and the reconstruction term at z = mu.
+Reconstruction scores (any estimator):
+
+* ``mse`` / ``mae``: mean squared / absolute reconstruction error per sample;
+* ``relative``: relative squared error ``sum_j (x_j - x'_j)^2 / (sum_j x_j^2 + 1e-6 d)``
+  (the "relative Euclidean distance" feature of DAGMM, Zong et al. 2018, squared). For
+  intensity data scaled to [0, 1] (images: 0 is "no ink") it removes the bias of ``mse``
+  towards samples with little mass: on one-class MNIST a thin "1" has a small absolute
+  error under any digit's autoencoder, but not a small relative one.
+
+Scores that use state fitted on the training data (any estimator):
+
+* ``latent``: squared Mahalanobis distance of the code z under the Gaussian fitted to
+  the training codes, ``(z - m)^T (C + r I)^{-1} (z - m)`` with ``m = latent_mean_``,
+  ``C = latent_cov_`` and the ridge ``r = 1e-6 trace(C) / k``;
+* ``mse+latent`` / ``relative+latent``: ``rec(x) / mean_train(rec) + latent(x) / k`` for
+  the reconstruction score ``rec`` ("mse" or "relative") and code size k. Each term has
+  mean about 1 on the training data, so both weigh alike: a sample is anomalous if it is
+  badly reconstructed *or* its code lies far from the training codes. ``mean_train(rec)``
+  is stored in ``recon_means_`` (order of :data:`RECON_MEAN_SCORES`).
+
+VAE-only scores:
+
+* ``mu_norm``: Euclidean norm |mu| of the posterior mean;
+* ``kl``: KL( q(z|x) || N(0, I) ), closed form;
+* ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
+
+``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
+``relative+latent`` for data min-max scaled to [0, 1] (images, or tables already in
+[0, 1]), ``mse+latent`` otherwise. The resolved name is the estimator's ``score_``.
 """
 
 from __future__ import annotations
@@ -17,26 +43,78 @@ import torch
 from . import losses
 from .exceptions import ConfigError
 
-RECONSTRUCTION_SCORES = ("mse", "mae")
+RECONSTRUCTION_SCORES = ("mse", "mae", "relative")
+FITTED_SCORES = ("latent", "mse+latent", "relative+latent")
 LATENT_SCORES = ("mu_norm", "kl", "elbo")
-SCORES = RECONSTRUCTION_SCORES + LATENT_SCORES
+SCORES = RECONSTRUCTION_SCORES + FITTED_SCORES + LATENT_SCORES
+RECON_MEAN_SCORES = ("mse", "mae", "relative")  # order of an estimator's ``recon_means_``
+RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
+LATENT_RIDGE = 1e-6  # times trace(C) / k, added to the diagonal of the code covariance
 
 
-def check_score(score: str, variational: bool, owner: str) -> None:
-    allowed = SCORES if variational else RECONSTRUCTION_SCORES
+def check_score(score: str, variational: bool, owner: str, allow_auto: bool = False) -> None:
+    allowed = SCORES if variational else RECONSTRUCTION_SCORES + FITTED_SCORES
+    if allow_auto and score == "auto":
+        return
     if score not in allowed:
         extra = "" if variational or score not in LATENT_SCORES else " (latent scores need a VAE)"
-        raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {allowed}.")
+        shown = (("auto",) if allow_auto else ()) + allowed
+        raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {shown}.")
 
 
-def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", out=None) -> torch.Tensor:
+def resolve_score(score: str, scaler_kind: str) -> str:
+    """The concrete score behind ``score`` ("auto" -> a data-dependent default)."""
+    if score != "auto":
+        return score
+    return "relative+latent" if scaler_kind == "minmax" else "mse+latent"
+
+
+def relative_error(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_j (x_j - x'_j)^2 / (sum_j x_j^2 + RELATIVE_EPS * d)`` per sample."""
+    err = losses.reconstruction(x_hat, x, "mse", reduction="sum")
+    xf = x.reshape(x.shape[0], -1)
+    return err / (xf.square().sum(dim=1) + RELATIVE_EPS * xf.shape[1])
+
+
+def latent_precision(cov) -> torch.Tensor:
+    """``(C + r I)^{-1}`` with the ridge ``r = LATENT_RIDGE * trace(C) / k`` (float64)."""
+    C = torch.as_tensor(cov, dtype=torch.float64)
+    C = torch.atleast_2d(C)
+    k = C.shape[0]
+    r = LATENT_RIDGE * float(torch.trace(C)) / k
+    r = r if r > 0 else LATENT_RIDGE
+    return torch.linalg.inv(C + r * torch.eye(k, dtype=torch.float64))
+
+
+def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance of each row of ``z`` (float64 arithmetic)."""
+    D = z.to(torch.float64) - mean.to(torch.float64)
+    return ((D @ precision) * D).sum(dim=1)
+
+
+def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", stats: dict | None = None,
+                out=None) -> torch.Tensor:
     """Scores of one batch ``x`` (already scaled, on the model's device).
 
+    ``stats`` (for the fitted scores): tensors ``latent_mean``, ``latent_precision`` and
+    the training means ``mse`` / ``relative`` of the reconstruction scores.
     ``out``: the model's output for ``x`` when the caller has it already.
     """
     out = model(x, sample=False) if out is None else out
-    if score in RECONSTRUCTION_SCORES:
+    if score in ("mse", "mae"):
         return losses.reconstruction(out.x_hat, x, score)
+    if score == "relative":
+        return relative_error(out.x_hat, x)
+    if score in FITTED_SCORES:
+        if stats is None:
+            raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
+        dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
+        if score == "latent":
+            return dist
+        rec_name = score.split("+")[0]
+        rec = relative_error(out.x_hat, x) if rec_name == "relative" else losses.reconstruction(out.x_hat, x, "mse")
+        k = stats["latent_mean"].shape[0]
+        return rec.to(torch.float64) / stats[rec_name] + dist / k
     if out.mu is None:
         raise ConfigError(f"score={score!r} needs a variational model.")
     if score == "mu_norm":

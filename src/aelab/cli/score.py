@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from ..scoring import SCORES
 from ._common import (add_command, add_data, add_labels, add_model, add_out, check_out, load_model, read_data,
                       read_labels, say)
-
-SCORES = ("mse", "mae", "mu_norm", "kl", "elbo")
 
 
 def _add_score(p) -> None:
@@ -49,7 +48,7 @@ def score(args) -> int:
     est = load_model(args.model)
     check_out(args.out)
     scores = score_to_file(est, read_data(args.data), args.out, score=args.score)
-    say(args, f"wrote {len(scores)} {args.score or est.score} scores to {args.out} "
+    say(args, f"wrote {len(scores)} {args.score or getattr(est, 'score_', est.score)} scores to {args.out} "
               f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")
     return 0
 

@@ -76,6 +76,10 @@ def temp_path_for(path: str | os.PathLike) -> Path:
         )
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    # mkstemp creates the file -rw-------; give the result the usual permissions (0666 & ~umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -30,7 +32,9 @@ class PCANet(nn.Module):
         """Fit on scaled training data ``X`` of shape (n, *input_shape) by SVD (float64)."""
         X = X.reshape(X.shape[0], -1).double()
         mean = X.mean(0)
-        _, S, Vh = torch.linalg.svd(X - mean, full_matrices=False)
+        # LAPACK's divide-and-conquer SVD through NumPy: far faster on CPU than torch's here
+        _, S, Vh = np.linalg.svd((X - mean).cpu().numpy(), full_matrices=False)
+        S, Vh = torch.from_numpy(S).to(X.device), torch.from_numpy(Vh).to(X.device)
         k = self.cfg.latent_dim
         # sign convention: largest |loading| of each component positive (reproducible)
         signs = torch.sign(Vh[:k].gather(1, Vh[:k].abs().argmax(1, keepdim=True)))

@@ -1,0 +1,138 @@
+"""The default anomaly scores ("auto" -> "relative+latent" / "mse+latent") and auto rules."""
+
+import numpy as np
+import pytest
+import torch
+
+import aelab
+from aelab.exceptions import ConfigError
+from aelab.scoring import LATENT_RIDGE, RELATIVE_EPS, resolve_score
+
+FAST = dict(epochs=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(8, 3))
+    X = (rng.normal(size=(400, 3)) @ A.T + 0.05 * rng.normal(size=(400, 8))).astype(np.float32)
+    return X
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    return (rng.uniform(0, 1, size=(120, 10, 10)) ** 3 * 255).astype(np.uint8)
+
+
+def _by_hand(est, X):
+    """Every new score computed from the public pieces, in numpy float64."""
+    x = est._to_net(X).reshape(len(X), -1).astype(np.float64)
+    r = est.scaler_.transform(est.reconstruct(X)).reshape(len(X), -1).astype(np.float64)
+    mse = ((x - r) ** 2).mean(1)
+    rel = ((x - r) ** 2).sum(1) / ((x ** 2).sum(1) + RELATIVE_EPS * x.shape[1])
+    Z = est.transform(X).astype(np.float64)
+    C = est.latent_cov_
+    k = C.shape[0]
+    P = np.linalg.inv(C + LATENT_RIDGE * np.trace(C) / k * np.eye(k))
+    D = Z - est.latent_mean_
+    maha = np.einsum("ij,jk,ik->i", D, P, D)
+    return {"relative": rel, "latent": maha, "mse+latent": mse / est.recon_means_[0] + maha / k,
+            "relative+latent": rel / est.recon_means_[2] + maha / k}
+
+
+@pytest.mark.parametrize("cls", [aelab.Autoencoder, aelab.VAE, aelab.PCA])
+def test_new_scores_match_hand_computation(cls, table, images):
+    kw = {} if cls is aelab.PCA else FAST
+    for X in (table, images):
+        est = cls(**kw).fit(X)
+        hand = _by_hand(est, X)
+        for name, want in hand.items():
+            np.testing.assert_allclose(est.decision_function(X, score=name), want, rtol=2e-4, atol=1e-6)
+        # the recon_means_ are the training means of mse, mae and relative
+        np.testing.assert_allclose(est.recon_means_[0], est.decision_function(X, score="mse").mean(), rtol=1e-5)
+        np.testing.assert_allclose(est.recon_means_[2], hand["relative"].mean(), rtol=1e-4)
+        # the latent Gaussian is the training codes' mean and covariance (PCA: centred, explained variance)
+        if cls is not aelab.PCA:
+            Z = est.transform(X).astype(np.float64)
+            np.testing.assert_allclose(est.latent_mean_, Z.mean(0), rtol=1e-4, atol=1e-6)
+            # with mean ~1 per term, the default score averages about 2 on the training data
+            assert 1.5 < est.decision_scores_.mean() < 2.5
+
+
+def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, images):
+    ae_t = aelab.Autoencoder(**FAST).fit(table)
+    ae_i = aelab.Autoencoder(**FAST).fit(images)
+    assert ae_t.score == "auto" and ae_t.score_ == "mse+latent"
+    assert ae_i.score_ == "relative+latent"
+    for est, X in ((ae_t, table), (ae_i, images)):
+        np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-6)
+        np.testing.assert_allclose(est.decision_function(X), est.decision_function(X, score=est.score_))
+    assert resolve_score("auto", "minmax") == "relative+latent"
+    assert resolve_score("auto", "standard") == "mse+latent"
+    assert resolve_score("kl", "minmax") == "kl"
+    assert aelab.Autoencoder(score="mse", **FAST).fit(table).score_ == "mse"
+    with pytest.raises(ConfigError, match="need a VAE"):
+        ae_t.decision_function(table, score="elbo")
+
+
+def test_auto_arch_dense_for_small_images_conv_for_large():
+    rng = np.random.default_rng(0)
+    small = rng.uniform(0, 255, size=(8, 28, 28)).astype(np.uint8)
+    big = rng.uniform(0, 255, size=(8, 3, 40, 40)).astype(np.uint8)
+    assert aelab.Autoencoder(epochs=1, random_state=0).fit(small).model_cfg_.arch == "dense"
+    assert aelab.Autoencoder(epochs=1, channels=(4,), random_state=0).fit(big).model_cfg_.arch == "conv"
+
+
+def test_scores_deterministic_and_saved_loaded_identically(table, images, tmp_path):
+    for i, (cls, X) in enumerate([(aelab.Autoencoder, table), (aelab.VAE, images), (aelab.PCA, table)]):
+        est = cls(**({} if cls is aelab.PCA else FAST)).fit(X)
+        est.save(tmp_path / f"m{i}")
+        back = aelab.load(tmp_path / f"m{i}")
+        assert back.score_ == est.score_
+        np.testing.assert_array_equal(back.recon_means_, est.recon_means_)
+        for s in ("auto", "latent", "relative", "mse+latent", "relative+latent"):
+            s = None if s == "auto" else s
+            a, b = est.decision_function(X, score=s), est.decision_function(X, score=s)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(back.decision_function(X, score=s), a)
+        # refitting with the same seed gives the same scores
+        again = cls(**({} if cls is aelab.PCA else FAST)).fit(X)
+        np.testing.assert_allclose(again.decision_function(X), est.decision_function(X), rtol=1e-6)
+
+
+def test_default_finds_planted_anomalies():
+    """Normal rows lie near a 2-d plane in 10-d; anomalies are off the plane or far along it."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(10, 2))
+    X = rng.normal(size=(600, 2)) @ A.T + 0.1 * rng.normal(size=(600, 10))
+    off = rng.normal(size=(20, 2)) @ A.T + 1.5 * rng.normal(size=(20, 10))  # off the plane
+    far = 6 * rng.normal(size=(20, 2)) @ A.T + 0.1 * rng.normal(size=(20, 10))  # on it, but far out
+    X_train = np.concatenate([X[:500], off[:5]]).astype(np.float32)  # contaminated training data
+    X_test = np.concatenate([X[500:], off[5:], far]).astype(np.float32)
+    y = np.r_[np.zeros(100), np.ones(35)]
+    torch.manual_seed(0)
+    for cls in (aelab.Autoencoder, aelab.VAE):
+        est = cls(random_state=0).fit(X_train)
+        s = est.decision_function(X_test)
+        assert aelab.metrics.roc_auc(y, s) > 0.95, cls.__name__
+        # the latent term is what catches the "far" samples that reconstruct well
+        assert np.median(s[-20:]) > np.quantile(s[:100], 0.95)
+
+
+def test_relative_flags_faint_images_that_mse_misses():
+    """Thin strokes reconstruct with a small absolute error; relative to their ink it is large."""
+    rng = np.random.default_rng(0)
+    n = 300
+    X = np.zeros((n, 12, 12), np.float32)
+    for i in range(n):  # normal: a filled 6x6 square, jittered
+        r, c = rng.integers(2, 5, size=2)
+        X[i, r : r + 6, c : c + 6] = rng.uniform(0.7, 1.0)
+    faint = np.zeros((30, 12, 12), np.float32)
+    for i in range(30):  # anomaly: a thin vertical line
+        faint[i, 2:10, rng.integers(3, 9)] = rng.uniform(0.7, 1.0)
+    est = aelab.Autoencoder(latent_dim=4, epochs=30, random_state=0).fit(X[:250])
+    y = np.r_[np.zeros(50), np.ones(30)]
+    Xt = np.concatenate([X[250:], faint])
+    assert aelab.metrics.roc_auc(y, est.decision_function(Xt, score="relative")) > 0.95
+    assert aelab.metrics.roc_auc(y, est.decision_function(Xt)) > 0.95
