@@ -304,3 +304,12 @@ def test_linear_autoencoder_matches_pca(digits):
     U_pca = np.linalg.svd(R_pca, full_matrices=False)[2][:k].T
     U_lae = np.linalg.svd(R_lae, full_matrices=False)[2][:k].T
     assert np.degrees(subspace_angles(U_pca, U_lae)).max() < 5.0
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("score", ["auto", "mse", "latent", "mse+latent", "relative+latent"])
+def test_training_scores_equal_decision_function(cls, score, blobs):
+    X, _ = blobs
+    kw = {"score": score} if cls is not aelab.PCA else {}
+    est = (aelab.PCA(n_components=3, score=score) if cls is aelab.PCA else cls(epochs=2, random_state=0, **kw)).fit(X)
+    np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-9, atol=1e-12)

@@ -23,7 +23,7 @@ from .exceptions import ConfigError, DataError
 from .models import build_model
 from .preprocessing import NOISE_TYPES, Scaler, corrupt, resolve_scaler
 from .scoring import (FITTED_SCORES, RECON_MEAN_SCORES, check_score, feature_errors_batch, latent_precision,
-                      resolve_score, score_batch)
+                      mahalanobis, resolve_score, score_batch)
 from .training import permuted_batches, resolve_device, train
 
 __all__ = ["Autoencoder", "VAE", "PCA"]
@@ -256,25 +256,36 @@ class _Base(TransformerMixin, BaseEstimator):
         self.latent_cov_ = np.atleast_2d(np.cov(Z, rowvar=False))
 
     def _after_fit(self, X) -> None:
-        # one pass over the training data gives the codes, the reconstruction scores' training
-        # means (recon_means_) and, unless the default score needs those statistics, the scores
+        # One pass over the training data gives the codes, the reconstruction scores and their
+        # training means (recon_means_); the fitted scores are then combined from those arrays
+        # exactly as score_batch combines them, so no second pass is needed.
         codes, recon, scores = [], [], []
         direct = self.score_ not in FITTED_SCORES
 
         def collect(x):
             out = self.model_(x)
-            codes.append((out.mu if out.mu is not None else out.z).cpu().numpy())
+            codes.append((out.mu if out.mu is not None else out.z).cpu())
             recon.append(torch.stack([score_batch(self.model_, x, s, self.recon_kind_, out=out).double()
-                                      for s in RECON_MEAN_SCORES], 1).cpu().numpy())
+                                      for s in RECON_MEAN_SCORES], 1).cpu())
             if direct:
                 scores.append(score_batch(self.model_, x, self.score_, self.recon_kind_, out=out).cpu().numpy())
             return torch.zeros(x.shape[0])  # placeholder: the results are collected above
 
         self._map(X, collect)
-        self._fit_latent_gaussian(np.concatenate(codes).astype(np.float64))
-        self.recon_means_ = np.concatenate(recon).mean(0)
-        self.decision_scores_ = (np.concatenate(scores).astype(np.float64) if direct
-                                 else self.decision_function(X))
+        Z, R = torch.cat(codes), torch.cat(recon)
+        self._fit_latent_gaussian(Z.numpy().astype(np.float64))
+        self.recon_means_ = R.numpy().mean(0)
+        if direct:
+            self.decision_scores_ = np.concatenate(scores).astype(np.float64)
+        else:
+            st = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._score_stats().items()}
+            dist = mahalanobis(Z, st["latent_mean"], st["latent_precision"])
+            if self.score_ == "latent":
+                self.decision_scores_ = dist.numpy()
+            else:
+                name = self.score_.split("+")[0]
+                rec = R[:, RECON_MEAN_SCORES.index(name)]
+                self.decision_scores_ = (rec / st[name] + dist / Z.shape[1]).numpy()
         self.set_threshold(contamination=self.contamination)
 
 
@@ -423,6 +434,9 @@ class Autoencoder(_Base):
         if self._variational:
             loss = losses.elbo(out.x_hat, xb, out.mu, out.logvar, beta=float(self.beta), kind=self.recon_kind_)
         else:
+            if self.sparsity <= 0:
+                # the batch mean of per-sample MSEs is the MSE over all entries: one fused kernel
+                return torch.nn.functional.mse_loss(out.x_hat, xb)
             loss = losses.reconstruction(out.x_hat, xb, "mse")
         if self.sparsity > 0:
             loss = loss + float(self.sparsity) * losses.sparsity(out.z)
