@@ -89,7 +89,7 @@ def test_clustering_and_anomaly_tables(tables):
     assert [r["k-means on"] for r in tables["clustering"]][0] == "raw pixels"
     for r in tables["clustering"]:
         assert -0.5 <= r["ARI"] <= 1 and 0 <= r["NMI"] <= 1
-    assert [r["score"] for r in tables["anomaly"]] == ["mse", "mu_norm", "kl"]
+    assert [r["score"] for r in tables["anomaly"]] == ["relative+latent", "mse", "mu_norm", "kl"]
     (thr,) = tables["threshold"]
     assert thr["test anomalies"] + thr["test normal"] == QUICK.n_test
     assert 0 <= thr["test FPR"] <= 1 and 0 <= thr["test TPR"] <= 1

@@ -218,27 +218,30 @@ class _Tutorial:
         calibration, fit_data = normal[:n_cal], normal[n_cal:]
         vae = self.fit("anomaly VAE", self.vae(latent_dim=8, epochs=self.s.anomaly_epochs, batch_size=32), fit_data)
         y = (self.yte != NORMAL_DIGIT).astype(int)  # 1 = anomaly
-        scores = {name: vae.decision_function(self.Xte, score=name) for name in ("mse", "mu_norm", "kl")}
+        default = vae.score_  # what "auto" resolved to: the score the threshold and predict use
+        scores = {name: vae.decision_function(self.Xte, score=name) for name in (default, "mse", "mu_norm", "kl")}
         rows = []
         for name, s in scores.items():
             rows.append({"score": name, **{r["metric"]: r["value"] for r in detection_rows(y, s, fprs=(self.s.fpr,))}})
         vae.set_threshold(calibration, fpr=self.s.fpr)
         pred = vae.predict(self.Xte)
-        threshold = [{"threshold (mse)": vae.threshold_, "set on normal digits": n_cal,
+        threshold = [{f"threshold ({default})": vae.threshold_, "set on normal digits": n_cal,
                       "test TPR": float(pred[y == 1].mean()), "test FPR": float(pred[y == 0].mean()),
                       "test anomalies": int(y.sum()), "test normal": int((y == 0).sum())}]
         section = Section(
             "5. Anomaly detection",
             f"A VAE sees only the digit {NORMAL_DIGIT} ({len(fit_data)} training digits); every other digit "
-            "is an anomaly. Three scores: the reconstruction error (mse), the distance of the code from the "
+            f"is an anomaly. Four scores: aelab's default ({default}: reconstruction error relative to the "
+            "digit's ink plus the code's Mahalanobis distance from the training codes, see docs/anomaly.md), "
+            "the reconstruction error (mse), the distance of the code from the "
             "prior's centre (mu_norm) and the KL divergence of the encoder's distribution from the prior "
             f"(kl). The threshold is set at a {self.s.fpr:.0%} false-positive rate on {n_cal} held-out normal "
             "digits, then applied to the test digits.",
             tables={"detection metrics on the test digits": rows, f"threshold at FPR {self.s.fpr:.0%}": threshold},
             figures={
                 "ROC curves (log false-positive rate)": plots.roc_curves(y, scores, title="anomaly scores"),
-                "the mse score of normal digits and anomalies": plots.score_histogram(
-                    scores["mse"], y, threshold=vae.threshold_, title="reconstruction score",
+                f"the {default} score of normal digits and anomalies": plots.score_histogram(
+                    scores[default], y, threshold=vae.threshold_, title=f"{default} score",
                     names={0: f"normal (digit {NORMAL_DIGIT})", 1: "anomaly (other digits)"}),
                 "background rejection against signal efficiency": plots.roc_curves(
                     y, scores, rejection=True, title="anomaly scores"),
