@@ -76,10 +76,10 @@ def test_h5_key_and_parquet_dtype(tmp_path):
     assert open_array(tmp_path / "i.parquet").dtype == np.int32
 
 
-def test_default_chunk_is_about_32_mb(tmp_path):
+def test_default_chunk_is_about_8_mb(tmp_path):
     src = open_array(write_array(tmp_path / "d.npy", np.zeros((10, 57), np.float32)))
     assert src.chunk_rows == CHUNK_BYTES // (57 * 4)
-    assert CHUNK_BYTES == 32 * 2**20
+    assert CHUNK_BYTES == 8 * 2**20
 
 
 def test_npy_is_read_lazily_from_disk(tmp_path):

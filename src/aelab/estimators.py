@@ -250,34 +250,48 @@ class _Base(TransformerMixin, BaseEstimator):
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
         check_score(self.score, self._variational, type(self).__name__, allow_auto=True)
 
-    def _fit_latent_gaussian(self, Z: np.ndarray) -> None:
-        """Gaussian fitted to the training codes: Autoencoder.sample draws from it, "latent" scores use it."""
-        self.latent_mean_ = Z.mean(0)
-        self.latent_cov_ = np.atleast_2d(np.cov(Z, rowvar=False))
+    def _fit_latent_gaussian(self, n: int, s1: np.ndarray, s2: np.ndarray) -> None:
+        """Gaussian fitted to the training codes from their sums (Autoencoder.sample and "latent" use it)."""
+        self.latent_mean_ = s1 / n
+        self.latent_cov_ = np.atleast_2d((s2 - n * np.outer(self.latent_mean_, self.latent_mean_)) / max(n - 1, 1))
 
     def _after_fit(self, X) -> None:
-        # One pass over the training data gives the codes, the reconstruction scores and their
-        # training means (recon_means_); the fitted scores are then combined from those arrays
-        # exactly as score_batch combines them, so no second pass is needed.
-        codes, recon, scores = [], [], []
+        # One pass over the training data accumulates the code Gaussian's sums and the training
+        # means of the reconstruction scores (recon_means_). In memory, the per-sample codes and
+        # reconstruction scores are kept, and the fitted scores are combined from them exactly as
+        # score_batch combines them (no second pass). A streamed source keeps nothing per sample
+        # (bounded memory) and is scored by a second streaming pass when the score needs the sums.
+        keep = not _is_source(X)
         direct = self.score_ not in FITTED_SCORES
+        codes, recon, scores = [], [], []
+        acc = {"n": 0, "s1": 0.0, "s2": 0.0, "r": 0.0}
 
         def collect(x):
             out = self.model_(x)
-            codes.append((out.mu if out.mu is not None else out.z).cpu())
-            recon.append(torch.stack([score_batch(self.model_, x, s, self.recon_kind_, out=out).double()
-                                      for s in RECON_MEAN_SCORES], 1).cpu())
+            z = (out.mu if out.mu is not None else out.z).cpu()
+            r = torch.stack([score_batch(self.model_, x, s, self.recon_kind_, out=out).double()
+                             for s in RECON_MEAN_SCORES], 1).cpu()
+            z64 = z.double()
+            acc["n"] += z.shape[0]
+            acc["s1"] = acc["s1"] + z64.sum(0).numpy()
+            acc["s2"] = acc["s2"] + (z64.T @ z64).numpy()
+            acc["r"] = acc["r"] + r.sum(0).numpy()
+            if keep:
+                codes.append(z)
+                recon.append(r)
             if direct:
                 scores.append(score_batch(self.model_, x, self.score_, self.recon_kind_, out=out).cpu().numpy())
-            return torch.zeros(x.shape[0])  # placeholder: the results are collected above
+            return torch.zeros(0)  # placeholder: the results are collected above
 
         self._map(X, collect)
-        Z, R = torch.cat(codes), torch.cat(recon)
-        self._fit_latent_gaussian(Z.numpy().astype(np.float64))
-        self.recon_means_ = R.numpy().mean(0)
+        self._fit_latent_gaussian(acc["n"], acc["s1"], acc["s2"])
+        self.recon_means_ = acc["r"] / acc["n"]
         if direct:
             self.decision_scores_ = np.concatenate(scores).astype(np.float64)
+        elif not keep:
+            self.decision_scores_ = self.decision_function(X)
         else:
+            Z, R = torch.cat(codes), torch.cat(recon)
             st = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._score_stats().items()}
             dist = mahalanobis(Z, st["latent_mean"], st["latent_precision"])
             if self.score_ == "latent":
@@ -575,7 +589,7 @@ class PCA(_Base):
         self.model_.fit(torch.from_numpy(self._to_net(self._check_X(X_fit))).to(self.device_))
         return {"loss": [], "val_loss": []}
 
-    def _fit_latent_gaussian(self, Z: np.ndarray) -> None:
+    def _fit_latent_gaussian(self, n: int, s1: np.ndarray, s2: np.ndarray) -> None:
         # the principal coordinates are centred, with the explained variances as variances
         self.latent_mean_ = np.zeros(self.model_cfg_.latent_dim)
         self.latent_cov_ = np.diag(self.model_.explained_variance.cpu().numpy().astype(np.float64))

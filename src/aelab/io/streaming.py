@@ -38,8 +38,8 @@ from ._formats import (
 
 __all__ = ["ArraySource", "open_array", "write_rows", "RowWriter", "CHUNK_BYTES"]
 
-#: Target size of one chunk in bytes when ``chunk_rows`` is not given (about 32 MB).
-CHUNK_BYTES = 32 * 2**20
+#: Target size of one chunk in bytes when ``chunk_rows`` is not given (about 8 MB: small enough to keep streaming memory low, large enough for full-speed batches).
+CHUNK_BYTES = 8 * 2**20
 
 
 def _positive_int(value, name: str) -> int:
@@ -66,7 +66,7 @@ class ArraySource:
         Dtype of the arrays returned by :meth:`read`.
     chunk_rows : int
         Rows per chunk in :meth:`iter_chunks`; by default about
-        :data:`CHUNK_BYTES` (32 MB) of data.
+        :data:`CHUNK_BYTES` (8 MB) of data.
     """
 
     def __init__(self, path, key, shape, dtype, chunk_rows=None):
@@ -280,7 +280,7 @@ def open_array(path: str | os.PathLike, key: str | None = None, chunk_rows: int 
     key : str, optional
         Dataset (HDF5) or array (``.npz``) to read; default the only one or ``'X'``.
     chunk_rows : int, optional
-        Rows per chunk; default about 32 MB of data per chunk.
+        Rows per chunk; default about 8 MB of data per chunk.
 
     Returns
     -------
