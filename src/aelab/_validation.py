@@ -91,6 +91,11 @@ def _first_non_numeric(arr: np.ndarray):
     return None
 
 
+def is_source(X) -> bool:
+    """True for a chunked data source (``aelab.io.open_array``) rather than an in-memory array."""
+    return hasattr(X, "iter_chunks") and hasattr(X, "shape") and not isinstance(X, np.ndarray)
+
+
 def check_is_fitted(est, attribute: str = "model_") -> None:
     if not hasattr(est, attribute):
         name = type(est).__name__

@@ -17,7 +17,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import losses
-from ._validation import check_array, check_is_fitted, check_sample_shape
+from ._validation import check_array, check_is_fitted, check_sample_shape, is_source
 from .config import ModelConfig, TrainConfig
 from .exceptions import ConfigError, DataError
 from .models import build_model
@@ -29,10 +29,6 @@ from .training import permuted_batches, resolve_device, train
 __all__ = ["Autoencoder", "VAE", "PCA"]
 
 _EVAL_ROWS = 4096  # rows per forward pass when scoring or encoding
-
-
-def _is_source(X) -> bool:
-    return hasattr(X, "iter_chunks") and hasattr(X, "shape") and not isinstance(X, np.ndarray)
 
 
 class _Base(TransformerMixin, BaseEstimator):
@@ -75,7 +71,7 @@ class _Base(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ running the net
     def _batches_np(self, X) -> Any:
         """Yield network-layout float32 numpy chunks of X (array or chunked source)."""
-        if _is_source(X):
+        if is_source(X):
             if tuple(X.shape[1:]) != self.input_shape_:
                 check_sample_shape(np.empty((0, *X.shape[1:])), self.input_shape_, type(self).__name__)
             for chunk in X.iter_chunks():
@@ -210,7 +206,7 @@ class _Base(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit on ``X``: an array (n, d), images (n, h, w) / (n, c, h, w), or a chunked source."""
         self._validate_params_()
-        streaming = _is_source(X)
+        streaming = is_source(X)
         if streaming:
             X_fit = np.empty((0, *X.shape[1:]), np.float32)
             if X.shape[0] < 2:
@@ -261,7 +257,7 @@ class _Base(TransformerMixin, BaseEstimator):
         # reconstruction scores are kept, and the fitted scores are combined from them exactly as
         # score_batch combines them (no second pass). A streamed source keeps nothing per sample
         # (bounded memory) and is scored by a second streaming pass when the score needs the sums.
-        keep = not _is_source(X)
+        keep = not is_source(X)
         direct = self.score_ not in FITTED_SCORES
         codes, recon, scores = [], [], []
         acc = {"n": 0, "s1": 0.0, "s2": 0.0, "r": 0.0}

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_is_fitted
+from ._validation import check_array, check_is_fitted, is_source
 from .exceptions import ConfigError, DataError
-
-
-def _is_source(X) -> bool:
-    return hasattr(X, "iter_chunks") and not isinstance(X, np.ndarray)
 
 
 def _stream_to_file(est, source, out_path, fn, trailing_shape, dtype) -> None:
@@ -32,7 +28,7 @@ def score_to_file(est, X, out_path, score: str | None = None) -> np.ndarray | No
     are also returned. The file is written atomically.
     """
     check_is_fitted(est)
-    if _is_source(X):
+    if is_source(X):
         _stream_to_file(est, X, out_path, lambda c: est.decision_function(c, score=score), (), np.float64)
         return None
     from .io import write_array
@@ -45,7 +41,7 @@ def score_to_file(est, X, out_path, score: str | None = None) -> np.ndarray | No
 def encode_to_file(est, X, out_path) -> np.ndarray | None:
     """Write the latent codes of ``X`` to ``out_path`` (streamed for chunked sources)."""
     check_is_fitted(est)
-    if _is_source(X):
+    if is_source(X):
         _stream_to_file(est, X, out_path, est.transform, (est.model_cfg_.latent_dim,), np.float32)
         return None
     from .io import write_array
