@@ -127,18 +127,38 @@ def run_odds(args) -> dict:
     return res
 
 
-def markdown(res: dict, title: str) -> str:
+def markdown(res: dict, title: str, row_label: str) -> str:
+    """Table: one row per digit / data set, AUC and fit+score seconds per model; best AUC in bold."""
     names = list(res)
     keys = list(next(iter(res.values())))
-    lines = [f"### {title}", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [f"### {title}", "", f"| {row_label} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(f"{res[n][k]['auc']:.3f} ({res[n][k]['seconds']:.1f}s)"
-                                             for n in names) + " |")
+        best = max(res[n][k]["auc"] for n in names)
+        cells = [(f"**{res[n][k]['auc']:.3f}**" if res[n][k]["auc"] == best else f"{res[n][k]['auc']:.3f}")
+                 + f" ({res[n][k]['seconds']:.1f}s)" for n in names]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     means = {n: np.mean([v["auc"] for v in res[n].values()]) for n in names}
     tsum = {n: np.sum([v["seconds"] for v in res[n].values()]) for n in names}
     lines.append("| **mean AUC** | " + " | ".join(f"**{means[n]:.4f}**" for n in names) + " |")
-    lines.append("| total seconds | " + " | ".join(f"{tsum[n]:.0f}" for n in names) + " |")
+    lines.append("| seconds, sum of rows | " + " | ".join(f"{tsum[n]:.0f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+def environment() -> dict:
+    import platform
+
+    import sklearn
+    import torch
+
+    try:
+        import pyod
+
+        pyod_version = pyod.__version__
+    except ImportError:  # pragma: no cover - benchmark extra missing
+        pyod_version = None
+    return {"aelab": aelab.__version__, "torch": torch.__version__, "sklearn": sklearn.__version__,
+            "pyod": pyod_version, "python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
+            "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def main(argv=None):
@@ -157,10 +177,13 @@ def main(argv=None):
     res = run_mnist(args) if args.part == "mnist" else run_odds(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"anomaly_{args.part}.json").write_text(json.dumps({"args": vars(args), "results": res}, indent=2))
-    title = "One-class MNIST (ROC AUC, fit+score seconds)" if args.part == "mnist" else \
-        f"ODDS ({args.splits} splits, mean test ROC AUC, fit+score seconds)"
-    md = markdown(res, title)
+    (out / f"anomaly_{args.part}.json").write_text(
+        json.dumps({"args": vars(args), "environment": environment(), "results": res}, indent=2))
+    if args.part == "mnist":
+        md = markdown(res, "One-class MNIST (ROC AUC, fit+score seconds)", "digit")
+    else:
+        md = markdown(res, f"ODDS ({args.splits} splits, mean test ROC AUC, mean fit+score seconds per split)",
+                      "data set")
     (out / f"anomaly_{args.part}.md").write_text(md)
     print(md)
 

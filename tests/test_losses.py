@@ -87,3 +87,17 @@ def test_corruption_statistics():
     assert corrupt(x, 0.0, "gaussian") is x
     with pytest.raises(ConfigError, match="noise_type"):
         corrupt(x, 0.1, "salt")
+
+
+def test_trimmed_mean_drops_the_largest_share():
+    from aelab.losses import trimmed_mean
+
+    v = torch.tensor([5.0, 1.0, 100.0, 2.0, 3.0, 4.0, 50.0, 6.0, 7.0, 8.0])
+    assert trimmed_mean(v, 0.0).item() == pytest.approx(v.mean().item())
+    assert trimmed_mean(v, 0.2).item() == pytest.approx(36 / 8)  # 100 and 50 left out
+    assert trimmed_mean(v, 0.14).item() == pytest.approx((v.sum().item() - 100) / 9)  # round(8.6) = 9 kept
+    assert trimmed_mean(v[:1], 0.5).item() == 5.0  # at least one value is kept
+    # no gradient reaches the trimmed samples
+    x = v.clone().requires_grad_(True)
+    trimmed_mean(x, 0.2).backward()
+    assert x.grad[2] == 0 and x.grad[6] == 0 and torch.allclose(x.grad[[0, 1, 3]], torch.full((3,), 1 / 8))

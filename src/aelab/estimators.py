@@ -344,6 +344,12 @@ class Autoencoder(_Base):
     backbone : str
         Convolutional block family: "plain", "vgg", "resnet", "inception", "dense".
     noise, noise_type, sparsity, linear : see above.
+    trim : float, default 0.1
+        Robust training: in every batch the ``trim`` share of samples with the largest
+        loss is left out of the gradient (a trimmed mean), so that anomalies hidden in
+        the training data are not learned. 0 trains on the plain mean. On the 17 ODDS
+        tables (contaminated training sets) 0.1 raised the mean ROC AUC from 0.800 to
+        0.810; see docs/anomaly.md.
     score : {"auto", "mse", "mae", "relative", "latent", "mse+latent", "relative+latent"}
         Default anomaly score of :meth:`decision_function` (see :mod:`aelab.scoring`).
         "auto" resolves at fit (to ``score_``): "relative+latent" for data min-max scaled
@@ -379,7 +385,7 @@ class Autoencoder(_Base):
 
     def __init__(self, latent_dim=None, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
+                 trim=0.1, score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
                  validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
                  random_state=None, device="auto", verbose=False):
         self.latent_dim = latent_dim
@@ -392,6 +398,7 @@ class Autoencoder(_Base):
         self.sparsity = sparsity
         self.linear = linear
         self.activation = activation
+        self.trim = trim
         self.score = score
         self.contamination = contamination
         self.epochs = epochs
@@ -417,6 +424,9 @@ class Autoencoder(_Base):
             raise ConfigError(f"noise_type={self.noise_type!r} is not known; expected one of {NOISE_TYPES}.")
         if self.sparsity < 0:
             raise ConfigError(f"sparsity must be >= 0, got {self.sparsity!r}.")
+        if not (0 <= self.trim < 1):
+            raise ConfigError(f"trim must be in [0, 1) (the share of each batch left out of the loss), "
+                              f"got {self.trim!r}. Use 0 to train on every sample.")
         if not (0 <= self.validation_fraction < 1):
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
         for name in ("batch_size", "patience"):
@@ -463,13 +473,13 @@ class Autoencoder(_Base):
         if self._variational:
             loss = losses.elbo(out.x_hat, xb, out.mu, out.logvar, beta=float(self.beta), kind=self.recon_kind_)
         else:
-            if self.sparsity <= 0:
+            if self.sparsity <= 0 and self.trim <= 0:
                 # the batch mean of per-sample MSEs is the MSE over all entries: one fused kernel
                 return torch.nn.functional.mse_loss(out.x_hat, xb)
             loss = losses.reconstruction(out.x_hat, xb, "mse")
         if self.sparsity > 0:
             loss = loss + float(self.sparsity) * losses.sparsity(out.z)
-        return loss.mean()
+        return losses.trimmed_mean(loss, float(self.trim))
 
     def _train(self, X, X_fit, streaming: bool, seed: int):
         dev = self.device_
@@ -545,12 +555,12 @@ class VAE(Autoencoder):
 
     def __init__(self, latent_dim=None, beta=1.0, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
+                 trim=0.1, score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
                  validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
                  random_state=None, device="auto", verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
-                         activation=activation, score=score, contamination=contamination, epochs=epochs,
+                         activation=activation, trim=trim, score=score, contamination=contamination, epochs=epochs,
                          batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
                          patience=patience, scaler=scaler, random_state=random_state, device=device,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["reconstruction", "gaussian_kl", "sparsity", "elbo"]
+__all__ = ["reconstruction", "gaussian_kl", "sparsity", "elbo", "trimmed_mean"]
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -56,3 +56,17 @@ def elbo(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.T
     if kind == "mse":
         rec = 0.5 * rec
     return rec + beta * gaussian_kl(mu, logvar)
+
+
+def trimmed_mean(per_sample: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean of ``per_sample`` after dropping the ``trim`` share of largest values.
+
+    ``round((1 - trim) * n)`` values are kept (at least one). Used as a robust training
+    loss: samples the model reconstructs worst, likely anomalies in contaminated
+    training data, give no gradient.
+    """
+    n = per_sample.shape[0]
+    keep = max(1, int(round((1.0 - trim) * n)))
+    if keep >= n:
+        return per_sample.mean()
+    return torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()

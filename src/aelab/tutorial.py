@@ -87,14 +87,16 @@ class _Tutorial:
     def ae(self, **params):
         from .estimators import Autoencoder
 
+        # trim=0: the lecture's objective, the plain mean loss over clean training digits (trim is
+        # the robust option for training data that hide anomalies; see docs/anomaly.md)
         return Autoencoder(**{"epochs": self.s.dense_epochs, "random_state": self.seed, "validation_fraction": 0.0,
-                              **params})
+                              "trim": 0.0, **params})
 
     def vae(self, **params):
         from .estimators import VAE
 
         return VAE(**{"epochs": self.s.vae_epochs, "random_state": self.seed, "validation_fraction": 0.0,
-                      "arch": "dense", **params})
+                      "arch": "dense", "trim": 0.0, **params})
 
     # ------------------------------------------------------------------ 1. compression
     def compression(self) -> tuple[Section, dict]:
