@@ -175,6 +175,63 @@ def test_every_command_on_every_format(cli, data, tmp_path, fmt):
     assert code == 0, err
 
 
+# ------------------------------------------------------------------ large files are streamed
+@pytest.mark.parametrize("fmt", ["npy", "h5", "parquet"])
+def test_large_files_are_streamed_with_the_same_results(cli, data, tmp_path, monkeypatch, fmt):
+    X, model = data["X"], data["model"]
+    src = str(tmp_path / f"X.{fmt}")
+    aelab.io.write_array(src, X)
+    monkeypatch.setenv("AELAB_STREAM_BYTES", "1")  # every file counts as large
+
+    code, out, err = cli("train", src, "--epochs", 1, "-k", 2, "--seed", 0, "--out", tmp_path / "m")
+    assert code == 0, err
+    assert "trained Autoencoder on 150 samples of shape (6,), streamed in chunks of" in out
+    assert aelab.load(tmp_path / "m").input_shape_ == (6,)
+
+    code, out, err = cli("score", model, src, "--out", tmp_path / "s.npy")
+    assert code == 0 and "streamed" in out, err
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), aelab.load(model).decision_function(X), rtol=1e-5)
+
+    for out_file in ("z.npy", "z.csv", "z.h5"):  # .h5 cannot take rows a chunk at a time: encoded in memory
+        code, out, err = cli("encode", model, src, "--out", tmp_path / out_file)
+        assert code == 0 and "wrote 150 codes of 2 dimensions, streamed" in out, err
+        np.testing.assert_allclose(np.asarray(aelab.io.read_array(tmp_path / out_file)),
+                                   aelab.load(model).transform(X), rtol=1e-5, atol=1e-6)
+
+    code, streamed_eval, err = cli("evaluate", model, src, "--labels", data["labels"])
+    assert code == 0, err
+    assert streamed_eval == cli("evaluate", model, data["files"]["npy"], "--labels", data["labels"], "--stream", "never")[1]
+
+    code, out, err = cli("threshold", tmp_path / "m", src, "--fpr", 0.05)
+    assert code == 0 and "streamed" in out, err
+    streamed_threshold = aelab.load(tmp_path / "m").threshold_
+    assert cli("threshold", tmp_path / "m", src, "--fpr", 0.05, "--stream", "never")[0] == 0
+    assert aelab.load(tmp_path / "m").threshold_ == pytest.approx(streamed_threshold, rel=1e-6)
+
+
+def test_small_files_are_read_whole_unless_asked(cli, data, tmp_path, monkeypatch):
+    monkeypatch.delenv("AELAB_STREAM_BYTES", raising=False)
+    code, out, err = cli("score", data["model"], data["files"]["npy"], "--out", tmp_path / "s.npy")
+    assert code == 0 and "streamed" not in out, err
+    code, out, err = cli("score", data["model"], data["files"]["npy"], "--out", tmp_path / "s.npy", "--stream", "always")
+    assert code == 0 and "streamed" in out, err
+    monkeypatch.setenv("AELAB_STREAM_BYTES", "1")
+    code, out, err = cli("score", data["model"], data["files"]["npy"], "--out", tmp_path / "s.npy", "--stream", "never")
+    assert code == 0 and "streamed" not in out, err
+
+
+def test_bad_stream_settings(cli, data, tmp_path, monkeypatch):
+    out = sentinel(tmp_path / "s.npy")
+    code, _, err = cli("score", data["model"], data["files"]["csv"], "--out", out, "--stream", "always")
+    assert code == 2 and "--stream always reads .npy, .h5, .hdf5, .parquet files" in err and "X.csv" in err
+    monkeypatch.setenv("AELAB_STREAM_BYTES", "lots")
+    code, _, err = cli("score", data["model"], data["files"]["npy"], "--out", out)
+    assert code == 2 and "AELAB_STREAM_BYTES='lots' is not a size in bytes" in err
+    assert out.read_bytes() == b"precious"
+    code, _, err = cli("score", data["model"], data["files"]["npy"], "--out", out, "--stream", "sometimes")
+    assert code == 2 and "invalid choice: 'sometimes'" in err
+
+
 def test_evaluate_detects_the_planted_anomalies(cli, data):
     code, out, _ = cli("evaluate", data["model"], data["files"]["npy"], "--labels", data["labels"])
     auc = float(next(line for line in out.splitlines() if line.startswith("ROC AUC")).split()[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import traceback
@@ -16,6 +17,12 @@ from ..exceptions import AelabError, ConfigError, DataError, TrainingError, requ
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 BUILTIN_DATA = ("mnist:sample", "mnist:train", "mnist:test")
+
+#: Formats read lazily, a chunk at a time (aelab.io.open_array), and so streamed when large.
+STREAMABLE = (".npy", ".h5", ".hdf5", ".parquet")
+#: Files of a streamable format at least this large are streamed by --stream auto
+#: (environment variable AELAB_STREAM_BYTES overrides it).
+STREAM_BYTES = 256 * 2**20
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,6 +80,13 @@ def add_data(p: argparse.ArgumentParser, name: str = "DATA", help: str = "input 
                    help=f"{help}: a .npy/.npz/.csv/.tsv/.parquet/.h5 file, an image folder, or {', '.join(BUILTIN_DATA)}")
 
 
+def add_stream(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream", choices=("auto", "always", "never"), default="auto",
+                   help="read DATA a chunk at a time instead of loading it whole: 'auto' (default) streams "
+                        f".npy, .h5 and .parquet files of {STREAM_BYTES // 2**20} MiB or more "
+                        "(AELAB_STREAM_BYTES sets the size), so memory stays bounded whatever the file size")
+
+
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="a model folder written by 'aelab train'")
 
@@ -106,6 +120,49 @@ def read_data(spec: str, labels: bool = False) -> np.ndarray:
         if arr.ndim != 1:
             raise DataError(f"labels in {spec!r} have shape {arr.shape}; expected one value per row (a single column).")
     return arr
+
+
+def stream_bytes() -> int:
+    """The file size from which ``--stream auto`` streams: $AELAB_STREAM_BYTES, else STREAM_BYTES."""
+    text = os.environ.get("AELAB_STREAM_BYTES", "").strip()
+    if not text:
+        return STREAM_BYTES
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"AELAB_STREAM_BYTES={text!r} is not a size in bytes; set it to a whole number "
+                          f"such as {STREAM_BYTES} ({STREAM_BYTES // 2**20} MiB) or unset it.")
+    return value
+
+
+def read_source(spec: str, stream: str = "auto"):
+    """DATA for commands that can stream it: a chunked ``ArraySource`` or an in-memory array.
+
+    ``stream="auto"`` streams .npy, .h5/.hdf5 and .parquet files of at least :func:`stream_bytes`
+    bytes, ``"always"`` streams any file of those formats, ``"never"`` loads the data whole.
+    """
+    if stream == "never" or spec in BUILTIN_DATA or spec.startswith("mnist:"):
+        return read_data(spec)
+    path = Path(spec)
+    if path.suffix.lower() not in STREAMABLE or path.is_dir():
+        if stream == "always":
+            raise ConfigError(f"--stream always reads {', '.join(STREAMABLE)} files a chunk at a time, but DATA is "
+                              f"{spec!r}. Convert it (aelab.io.write_array) or use --stream auto.")
+        return read_data(spec)
+    if stream == "auto" and (not path.is_file() or path.stat().st_size < stream_bytes()):
+        return read_data(spec)
+    from ..io import open_array
+
+    return open_array(path)
+
+
+def streamed(X) -> str:
+    """A note for the summary line when X was streamed."""
+    from .._validation import is_source
+
+    return f", streamed in chunks of {X.chunk_rows} rows" if is_source(X) else ""
 
 
 def read_labels(spec: str | None, n: int) -> np.ndarray | None:

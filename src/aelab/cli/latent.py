@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from ._common import (add_command, add_data, add_labels, add_model, add_out, check_out, load_model, positive_int,
-                      read_data, read_labels, say, write_out)
+from pathlib import Path
+
+from .._validation import is_source
+from ..io.streaming import ROW_STREAM_EXTENSIONS
+from ._common import (add_command, add_data, add_labels, add_model, add_out, add_stream, check_out, load_model,
+                      positive_int, read_data, read_labels, read_source, say, streamed, write_out)
 
 
 def register(sub) -> None:
@@ -12,6 +16,7 @@ def register(sub) -> None:
     add_model(p)
     add_data(p)
     add_out(p, "the codes, one row per sample")
+    add_stream(p)
 
     p = add_command(sub, "decode", decode, "decode latent codes back to data",
                     "aelab decode vae-model codes.npy --out decoded.npy")
@@ -43,8 +48,15 @@ def encode(args) -> int:
 
     est = load_model(args.model)
     check_out(args.out)
-    Z = encode_to_file(est, read_data(args.data), args.out)
-    say(args, f"wrote {Z.shape[0]} codes of {Z.shape[1]} dimensions to {args.out}")
+    X = read_source(args.data, args.stream)
+    if is_source(X) and Path(args.out).suffix.lower() in ROW_STREAM_EXTENSIONS:
+        encode_to_file(est, X, args.out)  # chunk by chunk into the file: memory stays bounded
+        shape = (len(X), est.model_cfg_.latent_dim)
+    else:
+        Z = est.transform(X)
+        write_out(args.out, Z)
+        shape = Z.shape
+    say(args, f"wrote {shape[0]} codes of {shape[1]} dimensions{streamed(X)} to {args.out}")
     return 0
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..scoring import SCORES
-from ._common import (add_command, add_data, add_labels, add_model, add_out, check_out, load_model, read_data,
-                      read_labels, say)
+from ._common import (add_command, add_data, add_labels, add_model, add_out, add_stream, check_out, load_model,
+                      read_data, read_labels, read_source, say, streamed, write_out)
 
 
 def _add_score(p) -> None:
@@ -18,6 +18,7 @@ def register(sub) -> None:
     add_data(p)
     add_out(p, "the scores")
     _add_score(p)
+    add_stream(p)
 
     p = add_command(sub, "evaluate", evaluate, "detection metrics of the model's scores against known labels",
                     "aelab evaluate vae-model test.npy --labels test-labels.npy",
@@ -28,6 +29,7 @@ def register(sub) -> None:
     add_data(p)
     p.add_argument("--labels", required=True, metavar="FILE", help="0/1 labels (1 = anomaly), one per row of DATA")
     _add_score(p)
+    add_stream(p)
 
     p = add_command(sub, "report", report, "a self-contained HTML report of the model on DATA",
                     "aelab report vae-model mnist:test --labels mnist:test --out report.html")
@@ -43,12 +45,13 @@ def register(sub) -> None:
 
 
 def score(args) -> int:
-    from ..latent import score_to_file
-
     est = load_model(args.model)
     check_out(args.out)
-    scores = score_to_file(est, read_data(args.data), args.out, score=args.score)
-    say(args, f"wrote {len(scores)} {args.score or getattr(est, 'score_', est.score)} scores to {args.out} "
+    X = read_source(args.data, args.stream)
+    # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
+    scores = est.decision_function(X, score=args.score)
+    write_out(args.out, scores)
+    say(args, f"wrote {len(scores)} {args.score or getattr(est, 'score_', est.score)} scores{streamed(X)} to {args.out} "
               f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")
     return 0
 
@@ -57,7 +60,7 @@ def evaluate(args) -> int:
     from ..report import detection_rows, format_table
 
     est = load_model(args.model)
-    X = read_data(args.data)
+    X = read_source(args.data, args.stream)
     y = read_labels(args.labels, len(X))
     print(format_table(detection_rows(y, est.decision_function(X, score=args.score))))
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..exceptions import ConfigError, PersistenceError
-from ._common import (add_command, add_data, add_model, load_model, positive_int, progress, rate, read_config,
-                      read_data, say)
+from ._common import (add_command, add_data, add_model, add_stream, load_model, positive_int, progress, rate,
+                      read_config, read_source, say, streamed)
 
 #: --model choice -> (estimator class, preset parameters, description)
 PRESETS = {
@@ -27,6 +27,7 @@ def register(sub) -> None:
                                 "meta.json). --config FILE (TOML, YAML or JSON) sets any estimator parameter, "
                                 "e.g. latent_dim = 8 or hidden = [256, 64]; flags override the file.")
     add_data(p, help="training data")
+    add_stream(p)
     p.add_argument("--model", "-m", choices=PRESETS, default="ae",
                    help="; ".join(f"{k}: {v[2]}" for k, v in PRESETS.items()) + " (default: ae)")
     p.add_argument("--latent-dim", "-k", type=positive_int, metavar="K", help="size of the code (PCA: n_components)")
@@ -39,6 +40,7 @@ def register(sub) -> None:
                     "aelab threshold vae-model normal.npy --fpr 1e-3")
     add_model(p)
     add_data(p, "NORMAL_DATA", help="known-normal data")
+    add_stream(p)
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--fpr", type=rate, help="target false-positive rate on NORMAL_DATA, e.g. 1e-3")
     rule.add_argument("--contamination", type=rate, help="share of NORMAL_DATA to flag (a percentile threshold)")
@@ -63,11 +65,11 @@ def train(args) -> int:
     out = Path(args.out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file())):
         raise PersistenceError(f"--out {str(out)!r} exists and is not a model folder; choose a new folder name.")
-    X = read_data(args.data)
+    X = read_source(args.data, args.stream)
     est.fit(X)
     est.save(out)
     loss = {k: v[-1] for k, v in est.history_.items() if v}
-    say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])}"
+    say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])}{streamed(X)}"
               + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
                  if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
     return 0
@@ -75,9 +77,10 @@ def train(args) -> int:
 
 def threshold(args) -> int:
     est = load_model(args.model)
-    X = read_data(args.normal_data)
+    X = read_source(args.normal_data, args.stream)
     est.set_threshold(X, fpr=args.fpr, contamination=args.contamination)
     est.save(args.model)
     rule = f"FPR {args.fpr:g}" if args.fpr else f"contamination {args.contamination:g}"
-    say(args, f"threshold {est.threshold_:.6g} ({rule} on {len(X)} normal samples); saved to {args.model}")
+    say(args, f"threshold {est.threshold_:.6g} ({rule} on {len(X)} normal samples{streamed(X)}); "
+              f"saved to {args.model}")
     return 0

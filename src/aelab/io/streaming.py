@@ -307,6 +307,9 @@ def open_array(path: str | os.PathLike, key: str | None = None, chunk_rows: int 
 
 
 # --------------------------------------------------------------------------- writing
+#: Formats that :func:`write_rows` can write a chunk at a time.
+ROW_STREAM_EXTENSIONS = (".npy", ".csv", ".tsv", ".parquet")
+
 class RowWriter:
     """Writes rows chunk by chunk to a temporary file; :meth:`close` renames it onto ``path``.
 
@@ -324,7 +327,7 @@ class RowWriter:
 
     def __init__(self, path, n_rows, trailing_shape, dtype, columns):
         self.path = Path(path)
-        self._suffix = suffix_of(self.path, (".npy", ".csv", ".tsv", ".parquet"), "stream rows to")
+        self._suffix = suffix_of(self.path, ROW_STREAM_EXTENSIONS, "stream rows to")
         self.n_rows = None if n_rows is None else int(n_rows)
         if self.n_rows is not None and self.n_rows < 0:
             raise DataError(f"n_rows must be >= 0, got {n_rows}.")
