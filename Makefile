@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/aelab demo --out demo-output
 
-test: $(STAMP)
+# The report test renders the demo's HTML in headless Chromium: Debian's package,
+# installed here when missing (needs root; otherwise that one test says what to run).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1 \
+	  || (echo "installing Debian's chromium for the report test ..." \
+	      && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; run: apt-get install -y chromium" >&2
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -8,9 +8,10 @@ to that task alone:
 * ``train``:  ``aelab.Autoencoder(epochs=1, validation_fraction=0, early_stopping=False).fit(source)``
   on ``aelab.io.open_array(path)``, then saves the model;
 * ``stream``: ``aelab.latent.score_to_file(est, source, out.npy)``, chunk by chunk;
-* ``memory``: the same rows loaded whole with ``np.load`` and scored with ``decision_function``.
+* ``memory``: the same rows loaded whole with ``np.load`` and scored with ``decision_function``;
+* ``cli``:    ``aelab score model data.npy --out scores.npy``, which streams a file this large by itself.
 
-The two scorings must agree. Each task reports its wall time, rows per second, the
+The three scorings must agree. Each task reports its wall time, rows per second, the
 resident memory right after the imports and the peak during the task.
 
 Run:  python benchmarks/streaming.py [--rows N] [--features D] [--workdir DIR] [--device cpu]
@@ -48,6 +49,15 @@ def rss_mb(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
 def make_data(path: Path, rows: int, features: int, seed: int = 0) -> None:
     """Low-rank Gaussian events plus noise, written chunk by chunk (never all in memory)."""
     from aelab.io import write_rows
@@ -79,6 +89,11 @@ def child(task: str, workdir: Path, device: str) -> dict:
     elif task == "memory":
         X = np.load(data)
         np.save(workdir / "scores_memory.npy", aelab.load(model, device=device).decision_function(X))
+    elif task == "cli":
+        from aelab.cli import main as cli
+
+        if cli(["score", str(model), str(data), "--out", str(workdir / "scores_cli.npy"), "--quiet"]):
+            raise SystemExit("aelab score failed")
     else:
         raise SystemExit(f"unknown task {task!r}")
     wall = time.perf_counter() - start
@@ -121,12 +136,13 @@ def main(argv=None) -> dict:
     if existing != (args.rows, args.features):
         print(f"writing {args.rows} x {args.features} float32 to {data} ...", flush=True)
         make_data(data, args.rows, args.features)
-    tasks = {task: run_child(task, args) for task in ("train", "stream", "memory")}
+    tasks = {task: run_child(task, args) for task in ("train", "stream", "memory", "cli")}
     for task in tasks.values():
         print(f"{task['task']:>7}: {task['wall_s']:8.2f} s  {task['rows_per_s']:>10,} rows/s  "
               f"peak RSS {task['peak_rss_mb']:8.1f} MB (after imports {task['rss_after_imports_mb']:.1f} MB)")
     stream, memory = np.load(args.workdir / "scores_stream.npy"), np.load(args.workdir / "scores_memory.npy")
-    max_rel_diff = float(np.max(np.abs(stream - memory) / np.maximum(np.abs(memory), 1e-12)))
+    max_rel_diff = max(float(np.max(np.abs(other - memory) / np.maximum(np.abs(memory), 1e-12)))
+                       for other in (stream, np.load(args.workdir / "scores_cli.npy")))
     result = {
         "rows": args.rows,
         "features": args.features,
@@ -134,9 +150,11 @@ def main(argv=None) -> dict:
         "device": args.device,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "versions": {pkg: _version(pkg) for pkg in ("aelab", "torch", "numpy", "scikit-learn", "pandas")},
         "machine": platform.machine(),
         "tasks": tasks,
         "stream_vs_memory_throughput": round(tasks["stream"]["rows_per_s"] / tasks["memory"]["rows_per_s"], 3),
+        "cli_vs_memory_throughput": round(tasks["cli"]["rows_per_s"] / tasks["memory"]["rows_per_s"], 3),
         "scores_max_relative_difference": max_rel_diff,
     }
     print(f"data {result['data_mb']} MB; streamed scoring runs at {result['stream_vs_memory_throughput']:.2f}x "

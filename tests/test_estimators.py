@@ -31,6 +31,45 @@ def test_init_stores_params_and_clone_roundtrips(cls):
     assert not [k for k in vars(est) if k.endswith("_")]  # nothing learned at construction
 
 
+def test_import_aelab_does_not_import_sklearn_scipy_or_pandas():
+    # The estimators implement scikit-learn's protocol themselves: importing scikit-learn
+    # 1.9 would add ~1.4 s and ~170 MB (scipy.stats, pandas) to every CLI call and
+    # streamed run.
+    import subprocess
+    import sys
+
+    code = ("import sys, aelab, aelab.cli, aelab.io, aelab.latent; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_sklearn_protocol_without_sklearn_base(blobs):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.utils import get_tags
+    from sklearn.utils.validation import check_is_fitted as sk_check_is_fitted
+
+    ae = aelab.Autoencoder(latent_dim=2, hidden=(16,), epochs=2, random_state=0)
+    assert repr(ae) == "Autoencoder(epochs=2, hidden=(16,), latent_dim=2, random_state=0)"
+    assert repr(aelab.VAE()) == "VAE()"
+    tags = get_tags(ae)
+    assert tags.transformer_tags is not None and tags.target_tags.required is False
+    with pytest.raises(ValueError, match="has no parameter 'latent_size'.*latent_dim"):
+        ae.set_params(latent_size=3)
+    with pytest.raises(Exception, match="not fitted"):
+        sk_check_is_fitted(ae)
+
+    # a Pipeline clones nothing but calls fit_transform / transform on every step
+    pipe = make_pipeline(FunctionTransformer(lambda X: X * 2.0), ae).fit(blobs[0])
+    sk_check_is_fitted(ae)
+    Z = pipe.transform(blobs[0][:7])
+    np.testing.assert_allclose(Z, ae.transform(blobs[0][:7] * 2.0))
+    assert ae.fit_transform(blobs[0]).shape == (len(blobs[0]), 2)
+    pipe.set_params(autoencoder__epochs=1)
+    assert ae.epochs == 1
+
+
 @pytest.mark.parametrize("cls", ALL)
 @pytest.mark.parametrize("method", ["transform", "reconstruct", "decision_function", "predict", "feature_errors"])
 def test_not_fitted_error_is_value_and_attribute_error(cls, method, blobs):

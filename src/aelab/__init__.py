@@ -11,7 +11,7 @@ from .persistence import load  # noqa: E402
 logging.getLogger("aelab").addHandler(logging.NullHandler())
 
 
-def __getattr__(name):  # lazy subpackages: `import aelab` needs only torch, numpy, sklearn
+def __getattr__(name):  # lazy subpackages: `import aelab` imports only torch and numpy
     import importlib
 
     if name in {"datasets", "io", "metrics", "divergences", "thresholds", "nn", "plots", "report",

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
-
 from . import losses
+from ._params import ParamsBase
 from ._validation import check_array, check_is_fitted, check_sample_shape, is_source
 from .config import ModelConfig, TrainConfig
 from .exceptions import ConfigError, DataError
@@ -31,7 +30,7 @@ __all__ = ["Autoencoder", "VAE", "PCA"]
 _EVAL_ROWS = 4096  # rows per forward pass when scoring or encoding
 
 
-class _Base(TransformerMixin, BaseEstimator):
+class _Base(ParamsBase):
     """Shared machinery. Subclasses define ``__init__`` (parameters only) and ``_build``."""
 
     _variational = False

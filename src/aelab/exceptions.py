@@ -7,8 +7,6 @@ scikit-learn or NumPy.
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SkNotFittedError
-
 __all__ = [
     "AelabError",
     "DataError",
@@ -33,10 +31,12 @@ class ConfigError(AelabError, ValueError):
     """A parameter has a value outside the allowed set or range."""
 
 
-class NotFittedError(AelabError, _SkNotFittedError):
+class NotFittedError(AelabError, ValueError, AttributeError):
     """A method that needs a fitted model was called before ``fit``.
 
-    Also a ``ValueError`` and an ``AttributeError`` (as scikit-learn's).
+    Also a ``ValueError`` and an ``AttributeError``, as scikit-learn's
+    ``NotFittedError`` (which it does not subclass, so that ``import aelab`` does not
+    import scikit-learn).
     """
 
 
