@@ -24,15 +24,19 @@ class ParamsBase:
     """Parameters from ``__init__``; the contract of ``sklearn.base.BaseEstimator``."""
 
     @classmethod
-    def _get_param_names(cls) -> list[str]:
-        init = cls.__init__
-        if init is object.__init__:
+    def _init_parameters(cls) -> list[inspect.Parameter]:
+        """The ``__init__`` parameters after ``self``; each must be named (no *args/**kwargs)."""
+        if cls.__init__ is object.__init__:
             return []
-        params = list(inspect.signature(init).parameters.values())[1:]
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"{cls.__name__}.__init__ must name every parameter; *args/**kwargs are not allowed.")
-        return sorted(p.name for p in params)
+        return params
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return sorted(p.name for p in cls._init_parameters())
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor parameters and their values (``deep`` adds nested ones as ``a__b``)."""
@@ -73,14 +77,9 @@ class ParamsBase:
         return self.fit(X, y, **fit_params).transform(X)
 
     def __repr__(self) -> str:
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-        }
-        changed = []
-        for name in self._get_param_names():
-            value = getattr(self, name, None)
-            if not _same(value, defaults.get(name, inspect.Parameter.empty)):
-                changed.append(f"{name}={value!r}")
+        changed = [f"{p.name}={getattr(self, p.name, None)!r}"
+                   for p in sorted(self._init_parameters(), key=lambda p: p.name)
+                   if not _same(getattr(self, p.name, None), p.default)]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __sklearn_tags__(self):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from . import losses
 from ._params import ParamsBase
 from ._validation import check_array, check_is_fitted, check_sample_shape, is_source
