@@ -27,7 +27,7 @@ def images():
 
 def _by_hand(est, X):
     """Every new score computed from the public pieces, in numpy float64."""
-    x = est._to_net(X).reshape(len(X), -1).astype(np.float64)
+    x = est.fitted_.to_net(X).reshape(len(X), -1).astype(np.float64)
     r = est.scaler_.transform(est.reconstruct(X)).reshape(len(X), -1).astype(np.float64)
     mse = ((x - r) ** 2).mean(1)
     rel = ((x - r) ** 2).sum(1) / ((x ** 2).sum(1) + RELATIVE_EPS * x.shape[1])
@@ -63,7 +63,7 @@ def test_new_scores_match_hand_computation(cls, table, images):
 def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, images):
     ae_t = aelab.Autoencoder(**FAST).fit(table)
     ae_i = aelab.Autoencoder(**FAST).fit(images)
-    assert ae_t.score == "auto" and ae_t.score_ == "mse+latent"
+    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "mse+latent"
     assert ae_i.score_ == "relative+latent"
     for est, X in ((ae_t, table), (ae_i, images)):
         np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-6)
@@ -71,7 +71,7 @@ def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, 
     assert resolve_score("auto", "minmax") == "relative+latent"
     assert resolve_score("auto", "standard") == "mse+latent"
     assert resolve_score("kl", "minmax") == "kl"
-    assert aelab.Autoencoder(score="mse", **FAST).fit(table).score_ == "mse"
+    assert aelab.Autoencoder(anomaly_score="mse", **FAST).fit(table).score_ == "mse"
     with pytest.raises(ConfigError, match="need a VAE"):
         ae_t.decision_function(table, score="elbo")
 
@@ -156,5 +156,5 @@ def test_trimmed_training_resists_contaminated_training_data():
     auc = {trim: roc_auc(y_test, aelab.Autoencoder(latent_dim=2, trim=trim, epochs=30, random_state=0)
                          .fit(X_train).decision_function(X_test, score="mse"))
            for trim in (0.0, 0.1)}
-    assert aelab.Autoencoder().trim == 0.1
+    assert aelab.Autoencoder().trim == "auto" and aelab.Autoencoder()._trim() == 0.1
     assert auc[0.1] > auc[0.0] + 0.05, auc

@@ -141,7 +141,7 @@ def test_scores_are_deterministic_and_vae_scores(blobs):
     mu = vae.transform(X)
     np.testing.assert_allclose(vae.decision_function(X, score="mu_norm"), np.linalg.norm(mu, axis=1), rtol=1e-5)
     with torch.no_grad():
-        x = torch.from_numpy(vae._to_net(X))
+        x = torch.from_numpy(vae.fitted_.to_net(X))
         m, logvar = vae.model_.encode(x)
     kl = 0.5 * (m.square() + logvar.exp() - 1 - logvar).sum(1).numpy()
     np.testing.assert_allclose(vae.decision_function(X, score="kl"), kl, rtol=1e-5)
@@ -155,7 +155,7 @@ def test_latent_scores_need_a_vae(blobs):
     with pytest.raises(ConfigError, match="need a VAE"):
         ae.decision_function(blobs[0], score="kl")
     with pytest.raises(ConfigError, match="expected one of"):
-        aelab.Autoencoder(score="nope").fit(blobs[0])
+        aelab.Autoencoder(anomaly_score="nope").fit(blobs[0])
 
 
 def test_vae_logvar_is_clamped_and_beta_changes_training(blobs):
@@ -360,6 +360,6 @@ def test_linear_autoencoder_matches_pca(digits):
 @pytest.mark.parametrize("score", ["auto", "mse", "latent", "mse+latent", "relative+latent"])
 def test_training_scores_equal_decision_function(cls, score, blobs):
     X, _ = blobs
-    kw = {"score": score} if cls is not aelab.PCA else {}
-    est = (aelab.PCA(n_components=3, score=score) if cls is aelab.PCA else cls(epochs=2, random_state=0, **kw)).fit(X)
+    kw = {"anomaly_score": score} if cls is not aelab.PCA else {}
+    est = (aelab.PCA(n_components=3, anomaly_score=score) if cls is aelab.PCA else cls(epochs=2, random_state=0, **kw)).fit(X)
     np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-9, atol=1e-12)

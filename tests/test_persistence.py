@@ -18,7 +18,7 @@ def fitted():
     img = rng.uniform(0, 255, size=(40, 12, 12)).astype(np.uint8)
     return X, img, {
         "ae": aelab.Autoencoder(latent_dim=2, epochs=2, random_state=0).fit(X),
-        "vae": aelab.VAE(latent_dim=2, beta=2.0, epochs=2, score="kl", random_state=0).fit(X),
+        "vae": aelab.VAE(latent_dim=2, beta=2.0, epochs=2, anomaly_score="kl", random_state=0).fit(X),
         "pca": aelab.PCA(n_components=3).fit(X),
         "conv": aelab.Autoencoder(arch="conv", latent_dim=2, channels=(4,), epochs=1, random_state=0).fit(img),
     }
@@ -82,7 +82,7 @@ def test_failed_save_keeps_the_old_model(fitted, tmp_path):
     est.save(tmp_path / "m")
     before = {f: (tmp_path / "m" / f).read_bytes() for f in os.listdir(tmp_path / "m")}
     broken = aelab.Autoencoder(latent_dim=2, epochs=1, random_state=1).fit(X)
-    broken.latent_cov_ = np.array([object()])  # cannot be stored: the save fails half-way
+    broken._fitted = broken.fitted_.replace(latent_cov=np.array([object()]))  # cannot be stored: the save fails half-way
     with pytest.raises(TypeError):
         broken.save(tmp_path / "m")
     after = {f: (tmp_path / "m" / f).read_bytes() for f in os.listdir(tmp_path / "m")}

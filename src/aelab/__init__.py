@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 from . import exceptions  # noqa: E402
 from .estimators import PCA, VAE, Autoencoder  # noqa: E402
-from .persistence import load  # noqa: E402
+from .estimators import load  # noqa: E402
 
 logging.getLogger("aelab").addHandler(logging.NullHandler())
 
@@ -15,7 +15,7 @@ def __getattr__(name):  # lazy subpackages: `import aelab` imports only torch an
     import importlib
 
     if name in {"datasets", "io", "metrics", "divergences", "thresholds", "nn", "plots", "report",
-                "latent", "losses", "scoring", "preprocessing", "tutorial", "models", "config", "training"}:
+                "latent", "losses", "scoring", "preprocessing", "tutorial", "models", "config", "training", "layout", "fitted"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'aelab' has no attribute {name!r}")
 

@@ -66,10 +66,13 @@ def check_array(
         raise DataError(
             f"{name} has {arr.shape[0]} sample(s) (shape {arr.shape}); at least {min_samples} required."
         )
-    if arr.size and arr.shape[1:] and 0 in arr.shape[1:]:
-        raise DataError(f"{name} has an empty feature dimension (shape {arr.shape}).")
-    arr = np.asarray(arr, dtype=dtype)
-    if not arr.flags.writeable:  # e.g. a read-only memmap from read_array: torch needs writable memory
+    if 0 in arr.shape[1:]:
+        raise DataError(f"{name} has an empty feature dimension (shape {arr.shape}); every sample needs at "
+                        "least one feature. Check the column selection that produced it.")
+    # contiguous (torch cannot take negative strides such as Z[::-1]) and writable (a read-only
+    # memmap from read_array)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not arr.flags.writeable:
         arr = arr.copy()
     if not np.isfinite(arr).all():
         bad = ~np.isfinite(arr)
@@ -89,6 +92,15 @@ def _first_non_numeric(arr: np.ndarray):
         except (TypeError, ValueError):
             return v
     return None
+
+
+def input_dtype(X: Any) -> np.dtype:
+    """The dtype ``X`` arrives with, before :func:`check_array` casts it (the layout rule reads it)."""
+    dtype = getattr(X, "dtype", None)
+    try:
+        return np.dtype(dtype) if dtype is not None else np.asarray(X).dtype
+    except TypeError:  # a torch dtype or a pandas frame's per-column dtypes
+        return _to_numpy(X).dtype
 
 
 def is_source(X) -> bool:

@@ -1,164 +1,158 @@
 """The estimators: :class:`Autoencoder`, :class:`VAE` and :class:`PCA`.
 
-They are the one place where the steps are composed: validation -> scaling ->
-network -> training loop -> scores and thresholds. They follow scikit-learn's
-contract (``__init__`` only stores parameters, learned state ends in ``_``, ``fit``
-returns ``self``) and PyOD's anomaly vocabulary (``decision_scores_``,
+Parameters and orchestration only: validation -> layout -> scaling -> network ->
+training loop -> scores and threshold, each step a call into its own module. They
+follow scikit-learn's contract (``__init__`` only stores parameters, learned state ends
+in ``_``, ``fit`` returns ``self``) and PyOD's anomaly vocabulary (``decision_scores_``,
 ``threshold_``, ``predict`` giving 0 for normal and 1 for anomalous).
+
+Everything ``fit`` learns is one :class:`~aelab.fitted.Fitted`, built in local variables
+and assigned last: a fit that fails leaves the estimator exactly as it was. The public
+fitted attributes are read-only views of it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import warnings
 
 import numpy as np
 import torch
 
 from . import losses
 from ._params import ParamsBase
-from ._validation import check_array, check_is_fitted, check_sample_shape, is_source
+from ._validation import check_array, check_is_fitted, input_dtype, is_source
 from .config import ModelConfig, TrainConfig
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, NotFittedError
+from .fitted import EVAL_ROWS, Fitted, check_latent, post_fit_statistics
+from .layout import INPUT_KINDS, Layout, resolve_layout
 from .models import build_model
-from .preprocessing import NOISE_TYPES, Scaler, corrupt, resolve_scaler
-from .scoring import (FITTED_SCORES, RECON_MEAN_SCORES, check_score, feature_errors_batch, latent_precision,
-                      mahalanobis, resolve_score, score_batch)
-from .training import permuted_batches, resolve_device, train
+from .preprocessing import NOISE_TYPES, RunningStats, Scaler, corrupt, resolve_scaler
+from .scoring import check_score, resolve_score
+from .training import permuted_batches, resolve_device, train, validation_split
 
-__all__ = ["Autoencoder", "VAE", "PCA"]
+__all__ = ["Autoencoder", "VAE", "PCA", "load"]
 
-_EVAL_ROWS = 4096  # rows per forward pass when scoring or encoding
+#: Parameters renamed in 0.2: old name -> new name (the old one still works, with a FutureWarning).
+RENAMED_PARAMS = {"score": "anomaly_score"}
+
+
+def _accepts_renamed(init):
+    """Let ``__init__`` take the old names of :data:`RENAMED_PARAMS`, with a FutureWarning.
+
+    The wrapper keeps the signature of ``init`` (``inspect.signature`` follows
+    ``__wrapped__``), so ``get_params``, ``clone`` and scikit-learn see only the new names.
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        for old, new in RENAMED_PARAMS.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise ConfigError(f"pass {new}=... only; {old}=... is its deprecated old name.")
+                warnings.warn(f"{type(self).__name__}({old}=...) is deprecated and will be removed in aelab 0.3; "
+                              f"use {new}=... ({old!r} is scikit-learn's score() method).", FutureWarning,
+                              stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _view(name: str, doc: str, get):
+    def fget(self):
+        f = self.__dict__.get("_fitted")
+        if f is None:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet, so it has no {name}. "
+                                 "Call 'fit' with training data first.")
+        return get(f)
+
+    return property(fget, doc=doc)
+
+
+#: The public fitted attributes: name -> (what it is, how to read it from the Fitted).
+_VIEWS = {
+    "fitted_": ("the whole fitted state (aelab.fitted.Fitted)", lambda f: f),
+    "model_": ("the trained network (an nn.Module)", lambda f: f.model),
+    "scaler_": ("the input scaling fitted on the training data", lambda f: f.scaler),
+    "model_cfg_": ("the network's resolved configuration", lambda f: f.model_cfg),
+    "device_": ("the torch device of the network", lambda f: f.device),
+    "input_kind_": ('"table" or "image": how the layout rule read X', lambda f: f.layout.kind),
+    "input_shape_": ("per-sample shape seen at fit", lambda f: f.layout.input_shape),
+    "channels_last_": ("images given as (n, h, w, c)", lambda f: f.layout.channels_last),
+    "n_features_in_": ("values per sample", lambda f: f.layout.n_features),
+    "model_input_shape_": ("per-sample shape the network takes", lambda f: f.net_shape),
+    "recon_kind_": ("reconstruction term of the VAE's ELBO", lambda f: f.recon_kind),
+    "score_": ("the resolved default anomaly score", lambda f: f.score),
+    "latent_mean_": ("mean of the training codes", lambda f: f.latent_mean),
+    "latent_cov_": ("covariance of the training codes", lambda f: f.latent_cov),
+    "recon_means_": ("training means of the reconstruction scores", lambda f: f.recon_means),
+    "decision_scores_": ("default anomaly score of every training row", lambda f: f.decision_scores),
+    "threshold_": ("scores above it are flagged by predict", lambda f: f.threshold),
+    "threshold_rule_": ("how threshold_ was set", lambda f: f.threshold_rule),
+    "history_": ("per-epoch training and validation loss", lambda f: f.history),
+    "n_epochs_config_": ("the epoch limit the fit ran under", lambda f: f.n_epochs_config),
+}
 
 
 class _Base(ParamsBase):
-    """Shared machinery. Subclasses define ``__init__`` (parameters only) and ``_build``."""
+    """Shared machinery. Subclasses define ``__init__`` (parameters only), ``_build`` and ``_train``."""
 
     _variational = False
+    _renamed_params = RENAMED_PARAMS
 
-    # ------------------------------------------------------------------ data layout
-    def _set_input_meta(self, X: np.ndarray) -> None:
-        """Record the per-sample shape and layout seen at fit time."""
-        self.input_shape_ = tuple(X.shape[1:])
-        self.channels_last_ = bool(X.ndim == 4 and X.shape[1] not in (1, 3, 4) and X.shape[-1] in (1, 3, 4))
-        self.n_features_in_ = int(math.prod(self.input_shape_))
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.__dict__.get("_fitted") is not None
 
-    def _to_net(self, X: np.ndarray) -> np.ndarray:
-        Xs = self.scaler_.transform(X)
-        if self.channels_last_:
-            Xs = np.moveaxis(Xs, -1, 1)
-        return np.ascontiguousarray(Xs.reshape(Xs.shape[0], *self.model_input_shape_))
-
-    def _from_net(self, Xs: np.ndarray) -> np.ndarray:
-        """Network outputs back to the user's shape and units."""
-        n = Xs.shape[0]
-        if self.channels_last_:
-            c, h, w = self._image_shape()
-            Xs = np.moveaxis(Xs.reshape(n, c, h, w), 1, -1)
-        return self.scaler_.inverse_transform(Xs.reshape(n, *self.input_shape_))
-
-    def _image_shape(self) -> tuple[int, int, int] | None:
-        s = self.input_shape_
-        if len(s) == 2:
-            return (1, *s)
-        if len(s) == 3:
-            return (s[2], s[0], s[1]) if self.channels_last_ else tuple(s)
-        return None
-
-    def _check_X(self, X, name="X", min_samples=1) -> np.ndarray:
-        return check_array(X, name=name, min_samples=min_samples)
-
-    # ------------------------------------------------------------------ running the net
-    def _batches_np(self, X) -> tuple[int, Any]:
-        """``(n_rows, iterator)`` over network-layout float32 numpy chunks of X (array or source).
-
-        An in-memory X is validated here, before the iterator starts.
-        """
-        if is_source(X):
-            if tuple(X.shape[1:]) != self.input_shape_:
-                check_sample_shape(np.empty((0, *X.shape[1:])), self.input_shape_, type(self).__name__)
-
-            def chunks():
-                for chunk in X.iter_chunks():
-                    chunk = check_array(chunk, name="a chunk of X")
-                    for i in range(0, chunk.shape[0], _EVAL_ROWS):
-                        yield self._to_net(chunk[i : i + _EVAL_ROWS])
-
-            return len(X), chunks()
-        Xv = self._check_X(X)
-        check_sample_shape(Xv, self.input_shape_, type(self).__name__)
-        return Xv.shape[0], (self._to_net(Xv[i : i + _EVAL_ROWS]) for i in range(0, Xv.shape[0], _EVAL_ROWS))
-
-    @torch.no_grad()
-    def _map(self, X, fn, dtype=None) -> np.ndarray:
-        """Apply ``fn`` to every network batch of X and stack the results (fn may return None).
-
-        Results are written into one array allocated up front: keeping thousands of small
-        per-batch arrays alive between the large transient blocks of a streamed pass
-        fragmented glibc's heap and grew resident memory by ~1 GB over 5 million rows.
-        """
+    def _state(self) -> Fitted:
         check_is_fitted(self)
-        self.model_.eval()
-        n, batches = self._batches_np(X)
-        out, pos = None, 0
-        for b in batches:
-            r = fn(torch.from_numpy(b).to(self.device_))
-            if r is None:
-                continue
-            r = r.cpu().numpy()
-            if out is None:
-                out = np.empty((n, *r.shape[1:]), dtype=dtype or r.dtype)
-            out[pos : pos + len(r)] = r
-            pos += len(r)
-        return out if out is not None else np.empty((0,), dtype=dtype or np.float32)
+        return self.__dict__["_fitted"]
 
     # ------------------------------------------------------------------ public API
     def transform(self, X) -> np.ndarray:
         """Latent codes, shape (n, latent_dim); for the VAE, the posterior mean mu."""
-        return self._map(X, lambda x: self.model_.encode(x)[0], np.float32)
+        f = self._state()
+        return f.map(X, lambda x: f.model.encode(x)[0], type(self).__name__, np.float32)
 
     def inverse_transform(self, Z) -> np.ndarray:
         """Decode codes ``Z`` (n, latent_dim) to data in the input's shape and units."""
-        check_is_fitted(self)
-        Z = check_array(Z, name="Z", allow_images=False)
-        k = self.model_cfg_.latent_dim
-        if Z.shape[1] != k:
-            raise DataError(f"Z has {Z.shape[1]} columns, but the model's latent space has {k} dimensions.")
+        f = self._state()
+        Z = check_latent(Z, f.model_cfg.latent_dim)
         with torch.no_grad():
-            out = [self.model_.decode(torch.from_numpy(Z[i : i + _EVAL_ROWS]).to(self.device_)).cpu().numpy()
-                   for i in range(0, Z.shape[0], _EVAL_ROWS)]
-        return self._from_net(np.concatenate(out))
+            out = [f.model.decode(torch.from_numpy(Z[i : i + EVAL_ROWS]).to(f.device)).cpu().numpy()
+                   for i in range(0, Z.shape[0], EVAL_ROWS)]
+        return f.from_net(np.concatenate(out))
 
     def reconstruct(self, X) -> np.ndarray:
         """``inverse_transform(transform(X))``: reconstructions in the input's shape and units."""
-        return self._from_net(self._map(X, lambda x: self.model_(x).x_hat))
+        f = self._state()
+        return f.from_net(f.map(X, lambda x: f.model(x).x_hat, type(self).__name__))
 
     def decision_function(self, X, score: str | None = None) -> np.ndarray:
         """Anomaly score per sample; HIGHER means MORE ANOMALOUS.
 
-        ``score`` overrides the estimator's default; see :mod:`aelab.scoring`.
+        ``score`` overrides the estimator's default (``score_``); see :mod:`aelab.scoring`.
         """
-        check_is_fitted(self)
-        score = score or getattr(self, "score_", None) or self.score
+        f = self._state()
+        score = score or f.score
         check_score(score, self._variational, type(self).__name__)
-        stats = self._score_stats() if score in FITTED_SCORES else None
-        return self._map(X, lambda x: score_batch(self.model_, x, score, self.recon_kind_, stats), np.float64)
-
-    def _score_stats(self) -> dict:
-        """Tensors the fitted scores need (see :mod:`aelab.scoring`), on the model's device."""
-        if getattr(self, "recon_means_", None) is None:
-            raise ConfigError("this model has no recon_means_ (saved by an older aelab); the scores "
-                              f"{FITTED_SCORES} are not available for it. Refit it, or pass score='mse'.")
-        dev = self.device_
-        stats = {"latent_mean": torch.as_tensor(self.latent_mean_, dtype=torch.float64).to(dev),
-                 "latent_precision": latent_precision(self.latent_cov_).to(dev)}
-        for name, v in zip(RECON_MEAN_SCORES, np.asarray(self.recon_means_, dtype=np.float64)):
-            stats[name] = float(v) if v > 0 else 1.0
-        return stats
+        return f.scores(X, score, type(self).__name__)
 
     def score_samples(self, X) -> np.ndarray:
         """scikit-learn convention (higher = more normal): ``-decision_function(X)``."""
         return -self.decision_function(X)
+
+    def score(self, X, y=None) -> float:
+        """Goodness of fit on ``X``, higher is better (scikit-learn's model-selection convention).
+
+        The negative mean reconstruction error in the scaled units the network sees
+        (``-mean(decision_function(X, score="mse"))``); for the VAE the mean ELBO
+        (``-mean(decision_function(X, score="elbo"))``), a lower bound on the
+        log-likelihood. ``GridSearchCV`` and ``cross_validate`` use it when no ``scoring``
+        is given. ``y`` is ignored.
+        """
+        return -float(np.mean(self.decision_function(X, score="elbo" if self._variational else "mse")))
 
     def feature_errors(self, X) -> np.ndarray:
         """Per-feature (per-pixel) squared reconstruction error in scaled units, in X's shape.
@@ -166,12 +160,10 @@ class _Base(ParamsBase):
         Rows sum (divided by the number of features) to the "mse" score, so a large entry
         shows *which* inputs make a sample anomalous.
         """
-        err = self._map(X, lambda x: feature_errors_batch(self.model_, x))
-        n = err.shape[0]
-        if self.channels_last_:
-            c, h, w = self._image_shape()
-            err = np.moveaxis(err.reshape(n, c, h, w), 1, -1)
-        return err.reshape(n, *self.input_shape_)
+        from .scoring import feature_errors_batch
+
+        f = self._state()
+        return f.layout.from_net(f.map(X, lambda x: feature_errors_batch(f.model, x), type(self).__name__))
 
     def set_threshold(self, X=None, fpr: float | None = None, contamination: float | None = None):
         """Set ``threshold_`` from known-normal data at a target false-positive rate, or by contamination.
@@ -182,140 +174,120 @@ class _Base(ParamsBase):
         quantile rule. ``contamination``: the ``1 - contamination`` percentile of the
         scores, as in PyOD. Returns ``self``.
         """
-        from .thresholds import threshold_from_contamination, threshold_from_fpr
-
-        check_is_fitted(self)
+        f = self._state()
         if (fpr is None) == (contamination is None):
             raise ConfigError("set_threshold needs exactly one of fpr=... or contamination=...; "
                               f"got fpr={fpr!r}, contamination={contamination!r}.")
-        scores = self.decision_scores_ if X is None else self.decision_function(X)
-        if fpr is not None:
-            self.threshold_ = float(threshold_from_fpr(scores, fpr))
-            self.threshold_rule_ = {"fpr": float(fpr), "n": int(len(scores))}
-        else:
-            self.threshold_ = float(threshold_from_contamination(scores, contamination))
-            self.threshold_rule_ = {"contamination": float(contamination), "n": int(len(scores))}
+        scores = f.decision_scores if X is None else self.decision_function(X)
+        self._fitted = f.replace(**_threshold(scores, fpr, contamination))
         return self
 
     def predict(self, X) -> np.ndarray:
         """1 for samples whose score is above ``threshold_`` (anomalies), else 0."""
-        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+        return (self.decision_function(X) > self._state().threshold).astype(np.int64)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         return self.fit(X).predict(X)
 
     def sample(self, n: int, random_state=None) -> np.ndarray:
         """Draw ``n`` new examples: decode codes from the prior (VAE) or a Gaussian fitted to training codes."""
-        check_is_fitted(self)
+        f = self._state()
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}.")
         rng = np.random.default_rng(random_state)
-        k = self.model_cfg_.latent_dim
+        k = f.model_cfg.latent_dim
         if self._variational:
             Z = rng.standard_normal((n, k))
         else:
-            Z = rng.multivariate_normal(self.latent_mean_, self.latent_cov_, size=n, method="eigh")
+            Z = rng.multivariate_normal(f.latent_mean, f.latent_cov, size=n, method="eigh")
         return self.inverse_transform(Z.astype(np.float32))
 
     def save(self, path) -> None:
         """Write the fitted model to the folder ``path`` (atomically; no pickle)."""
         from .persistence import save
 
-        save(self, path)
+        save(path, type(self).__name__, self.get_params(), self._state())
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
-        """Fit on ``X``: an array (n, d), images (n, h, w) / (n, c, h, w), or a chunked source."""
+        """Fit on ``X``: an array (n, d), images (n, h, w) / (n, c, h, w), or a chunked source.
+
+        Every data-dependent decision (layout, scaler, output, default score) is taken
+        from statistics of all rows, so an array in memory and the same rows streamed from
+        a file give the same decisions. On any error the estimator keeps its previous state.
+        """
         self._validate_params_()
-        streaming = is_source(X)
-        if streaming:
-            X_fit = np.empty((0, *X.shape[1:]), np.float32)
-            if X.shape[0] < 2:
-                raise DataError(f"X has {X.shape[0]} rows; at least 2 are required to fit.")
+        owner = type(self).__name__
+        if is_source(X):
+            data, n, shape = X, len(X), tuple(X.shape)
+            if n < 2:
+                raise DataError(f"X has {n} rows; at least 2 are required to fit.")
+            stats = RunningStats()
+            for chunk in X.iter_chunks():
+                stats.update(check_array(chunk, name="a chunk of X"))
+            stats.dtype = np.dtype(X.dtype)
         else:
-            X_fit = self._check_X(X, min_samples=2)
+            dtype = input_dtype(X)
+            data = check_array(X, min_samples=2)
+            n, shape = data.shape[0], data.shape
+            stats = RunningStats.of(data)
+            stats.dtype = dtype
         seed = (int(np.random.default_rng(self.random_state).integers(2**31 - 1))
                 if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
-        self.device_ = resolve_device(self.device)
-        sample_for_rules = X_fit if not streaming else check_array(X.read(0, min(len(X), 10_000)))
-        kind, per_feature = resolve_scaler(self.scaler, sample_for_rules)
-        self.scaler_ = Scaler(kind, per_feature)
-        if streaming:
-            for chunk in X.iter_chunks():
-                self.scaler_.partial_fit(check_array(chunk, name="a chunk of X"))
-            self.scaler_.finalize()
-        else:
-            self.scaler_.fit(X_fit)
-        self._set_input_meta(sample_for_rules)
-        self.model_cfg_ = self._build(kind)
-        self.model_input_shape_ = tuple(self.model_cfg_.input_shape)
-        self.recon_kind_ = "bce" if (self._variational and self.model_cfg_.output == "sigmoid") else "mse"
-        self.score_ = resolve_score(self.score, kind)
-        devices = [self.device_] if self.device_.type == "cuda" else []
+        device = resolve_device(self.device)
+        layout = resolve_layout(getattr(self, "input_kind", "auto"), shape, stats)
+        kind, per_feature = resolve_scaler(self.scaler, layout.image, stats)
+        scaler = Scaler(kind, per_feature).fit_stats(stats)
+        model_cfg = self._build(layout, kind)
+        recon_kind = "bce" if (self._variational and model_cfg.output == "sigmoid") else "mse"
+        draft = Fitted(layout=layout, scaler=scaler, model_cfg=model_cfg, model=None, device=device,
+                       recon_kind=recon_kind, score=resolve_score(self.anomaly_score, kind), latent_mean=None,
+                       latent_cov=None, recon_means=None, decision_scores=None, threshold=math.nan,
+                       threshold_rule={})
+        devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            self.model_ = build_model(self.model_cfg_).to(self.device_)
-            self.history_ = self._train(X, X_fit, streaming, seed)
-        self.model_.eval()
-        self._after_fit(X if streaming else X_fit)
+            model = build_model(model_cfg).to(device)
+            draft = draft.replace(model=model)
+            history, n_epochs = self._train(draft, data, seed)
+        model.eval()
+        draft = draft.replace(history=history, n_epochs_config=n_epochs)
+        st = post_fit_statistics(model, data, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
+                                 recon_kind, self._latent_gaussian(model))
+        scores = st.pop("decision_scores")
+        draft = draft.replace(**st)
+        if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
+            scores = draft.scores(data, draft.score, owner)
+        draft = draft.replace(decision_scores=scores, **_threshold(scores, None, self.contamination))
+        self._fitted = draft
         return self
+
+    def _latent_gaussian(self, model):
+        return None
 
     def _validate_params_(self) -> None:
         if self.scaler not in ("auto", "standard", "minmax", "none"):
             raise ConfigError(f"scaler={self.scaler!r} is not known; expected 'auto', 'standard', 'minmax' or 'none'.")
+        if getattr(self, "input_kind", "auto") not in INPUT_KINDS:
+            raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
         if not (0 < self.contamination <= 0.5):
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
-        check_score(self.score, self._variational, type(self).__name__, allow_auto=True)
+        check_score(self.anomaly_score, self._variational, type(self).__name__, allow_auto=True)
 
-    def _fit_latent_gaussian(self, n: int, s1: np.ndarray, s2: np.ndarray) -> None:
-        """Gaussian fitted to the training codes from their sums (Autoencoder.sample and "latent" use it)."""
-        self.latent_mean_ = s1 / n
-        self.latent_cov_ = np.atleast_2d((s2 - n * np.outer(self.latent_mean_, self.latent_mean_)) / max(n - 1, 1))
 
-    def _after_fit(self, X) -> None:
-        # One pass over the training data accumulates the code Gaussian's sums and the training
-        # means of the reconstruction scores (recon_means_). In memory, the per-sample codes and
-        # reconstruction scores are kept, and the fitted scores are combined from them exactly as
-        # score_batch combines them (no second pass). A streamed source keeps nothing per sample
-        # (bounded memory) and is scored by a second streaming pass when the score needs the sums.
-        keep = not is_source(X)
-        direct = self.score_ not in FITTED_SCORES
-        codes, recon = [], []
-        acc = {"n": 0, "s1": 0.0, "s2": 0.0, "r": 0.0}
+for _name, (_doc, _get) in _VIEWS.items():
+    setattr(_Base, _name, _view(_name, _doc, _get))
+del _name, _doc, _get
 
-        def collect(x):
-            out = self.model_(x)
-            z = (out.mu if out.mu is not None else out.z).cpu()
-            r = torch.stack([score_batch(self.model_, x, s, self.recon_kind_, out=out).double()
-                             for s in RECON_MEAN_SCORES], 1).cpu()
-            z64 = z.double()
-            acc["n"] += z.shape[0]
-            acc["s1"] = acc["s1"] + z64.sum(0).numpy()
-            acc["s2"] = acc["s2"] + (z64.T @ z64).numpy()
-            acc["r"] = acc["r"] + r.sum(0).numpy()
-            if keep:
-                codes.append(z)
-                recon.append(r)
-            return score_batch(self.model_, x, self.score_, self.recon_kind_, out=out) if direct else None
 
-        direct_scores = self._map(X, collect, np.float64)
-        self._fit_latent_gaussian(acc["n"], acc["s1"], acc["s2"])
-        self.recon_means_ = acc["r"] / acc["n"]
-        if direct:
-            self.decision_scores_ = direct_scores
-        elif not keep:
-            self.decision_scores_ = self.decision_function(X)
-        else:
-            Z, R = torch.cat(codes), torch.cat(recon)
-            st = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._score_stats().items()}
-            dist = mahalanobis(Z, st["latent_mean"], st["latent_precision"])
-            if self.score_ == "latent":
-                self.decision_scores_ = dist.numpy()
-            else:
-                name = self.score_.split("+")[0]
-                rec = R[:, RECON_MEAN_SCORES.index(name)]
-                self.decision_scores_ = (rec / st[name] + dist / Z.shape[1]).numpy()
-        self.set_threshold(contamination=self.contamination)
+def _threshold(scores: np.ndarray, fpr: float | None, contamination: float | None) -> dict:
+    from .thresholds import threshold_from_contamination, threshold_from_fpr
+
+    if fpr is not None:
+        return {"threshold": float(threshold_from_fpr(scores, fpr)),
+                "threshold_rule": {"fpr": float(fpr), "n": int(len(scores))}}
+    return {"threshold": float(threshold_from_contamination(scores, contamination)),
+            "threshold_rule": {"contamination": float(contamination), "n": int(len(scores))}}
 
 
 class Autoencoder(_Base):
@@ -344,17 +316,19 @@ class Autoencoder(_Base):
     backbone : str
         Convolutional block family: "plain", "vgg", "resnet", "inception", "dense".
     noise, noise_type, sparsity, linear : see above.
-    trim : float, default 0.1
+    trim : float or "auto", default "auto"
         Robust training: in every batch the ``trim`` share of samples with the largest
         loss is left out of the gradient (a trimmed mean), so that anomalies hidden in
-        the training data are not learned. 0 trains on the plain mean. On the 17 ODDS
-        tables (contaminated training sets) 0.1 raised the mean ROC AUC from 0.800 to
-        0.810; see docs/anomaly.md.
-    score : {"auto", "mse", "mae", "relative", "latent", "mse+latent", "relative+latent"}
+        the training data are not learned. 0 trains on the plain mean. "auto" is 0.1, and
+        0 for ``linear=True`` (the lecture's linear autoencoder, which matches PCA only
+        under the plain mean). On the 17 ODDS tables (contaminated training sets) 0.1
+        raised the mean ROC AUC from 0.800 to 0.810; see docs/anomaly.md.
+    anomaly_score : {"auto", "mse", "mae", "relative", "latent", "mse+latent", "relative+latent"}
         Default anomaly score of :meth:`decision_function` (see :mod:`aelab.scoring`).
         "auto" resolves at fit (to ``score_``): "relative+latent" for data min-max scaled
         to [0, 1] (images), "mse+latent" otherwise (reconstruction error plus the
-        Mahalanobis distance of the code, each relative to its training mean).
+        Mahalanobis distance of the code, each relative to its training mean). Called
+        ``score`` before aelab 0.2 (the old name still works, with a FutureWarning).
     contamination : float
         Share of training samples assumed anomalous, used for the threshold set at fit.
     epochs : int or None
@@ -367,7 +341,14 @@ class Autoencoder(_Base):
     patience : int
         Epochs without improvement before stopping.
     scaler : {"auto", "standard", "minmax", "none"}
-        "auto": images and data in [0, 1] are min-max scaled, other tables standardised.
+        "auto": images are min-max scaled to [0, 1] as a whole; tables are min-max scaled
+        per column when they are uint8 or all in [0, 1], and standardised per column
+        otherwise.
+    input_kind : {"auto", "table", "image"}
+        How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
+        images; a 3-D array (n, a, b) is greyscale images when its values look like
+        pixels (uint8, all in [0, 1], or whole numbers in [0, 255]), otherwise a table of
+        objects such as collider events (n, objects, features), scaled per column.
     random_state : int or None
         Seed for weights, batches, noise and the validation split (deterministic on CPU).
     device : {"auto", "cpu", "cuda"}
@@ -383,11 +364,12 @@ class Autoencoder(_Base):
     (200, 2)
     """
 
+    @_accepts_renamed
     def __init__(self, latent_dim=None, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 trim=0.1, score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
-                 validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
-                 random_state=None, device="auto", verbose=False):
+                 trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
+                 input_kind="auto", random_state=None, device="auto", verbose=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.arch = arch
@@ -399,7 +381,7 @@ class Autoencoder(_Base):
         self.linear = linear
         self.activation = activation
         self.trim = trim
-        self.score = score
+        self.anomaly_score = anomaly_score
         self.contamination = contamination
         self.epochs = epochs
         self.batch_size = batch_size
@@ -409,11 +391,18 @@ class Autoencoder(_Base):
         self.early_stopping = early_stopping
         self.patience = patience
         self.scaler = scaler
+        self.input_kind = input_kind
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
 
     # ------------------------------------------------------------------ settings
+    def _trim(self) -> float:
+        """``trim="auto"``: 0.1 (robust training), 0 for a linear model (so that it matches PCA)."""
+        if self.trim == "auto":
+            return 0.0 if self.linear else 0.1
+        return float(self.trim)
+
     def _validate_params_(self) -> None:
         super()._validate_params_()
         if self.arch not in ("auto", "dense", "conv"):
@@ -424,8 +413,8 @@ class Autoencoder(_Base):
             raise ConfigError(f"noise_type={self.noise_type!r} is not known; expected one of {NOISE_TYPES}.")
         if self.sparsity < 0:
             raise ConfigError(f"sparsity must be >= 0, got {self.sparsity!r}.")
-        if not (0 <= self.trim < 1):
-            raise ConfigError(f"trim must be in [0, 1) (the share of each batch left out of the loss), "
+        if self.trim != "auto" and (isinstance(self.trim, str) or not (0 <= self.trim < 1)):
+            raise ConfigError(f"trim must be 'auto' or in [0, 1) (the share of each batch left out of the loss), "
                               f"got {self.trim!r}. Use 0 to train on every sample.")
         if not (0 <= self.validation_fraction < 1):
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
@@ -440,18 +429,15 @@ class Autoencoder(_Base):
         if self.latent_dim is not None and (not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1):
             raise ConfigError(f"latent_dim must be a positive integer or None, got {self.latent_dim!r}.")
 
-    def _build(self, scaler_kind: str) -> ModelConfig:
-        images = len(self.input_shape_) >= 2
-        arch = self.arch if self.arch != "auto" else _auto_arch(self.n_features_in_, images)
-        if arch == "conv" and not images:
+    def _build(self, layout: Layout, scaler_kind: str) -> ModelConfig:
+        arch = self.arch if self.arch != "auto" else _auto_arch(layout.n_features, layout.image)
+        if arch == "conv" and not layout.image:
             raise DataError(f"arch='conv' needs images (n, h, w) or (n, c, h, w); got per-sample shape "
-                            f"{self.input_shape_}. Use arch='dense' for tables.")
-        d = self.n_features_in_
+                            f"{layout.input_shape}, read as a table. Use arch='dense' for tables, or "
+                            "input_kind='image' if these are images.")
+        d = layout.n_features
         k = int(self.latent_dim) if self.latent_dim is not None else _auto_latent(d)
-        if arch == "conv":
-            shape = self._image_shape()
-        else:
-            shape = (d,)
+        shape = layout.image_shape if arch == "conv" else (d,)
         hidden = tuple(self.hidden) if self.hidden is not None else _auto_hidden(d, k)
         output = "sigmoid" if scaler_kind == "minmax" and not self.linear else "identity"
         return ModelConfig(kind="autoencoder", input_shape=shape, latent_dim=k, arch=arch, hidden=hidden,
@@ -467,50 +453,83 @@ class Autoencoder(_Base):
                            weight_decay=float(self.weight_decay), validation_fraction=float(self.validation_fraction),
                            early_stopping=bool(self.early_stopping), patience=int(self.patience))
 
-    def _loss(self, xb: torch.Tensor) -> torch.Tensor:
-        x_in = corrupt(xb, float(self.noise), self.noise_type)
-        out = self.model_(x_in, sample=self._variational)
-        if self._variational:
-            loss = losses.elbo(out.x_hat, xb, out.mu, out.logvar, beta=float(self.beta), kind=self.recon_kind_)
-        else:
-            if self.sparsity <= 0 and self.trim <= 0:
+    def _losses(self, model, recon_kind: str):
+        """(training loss of a batch, deterministic per-sample evaluation loss).
+
+        The training loss draws the denoising corruption and the VAE's z, and trims; the
+        evaluation loss (validation, early stopping, ``history_["val_loss"]``) does none of
+        these: the same weights always give the same value.
+        """
+        noise, noise_type, sparsity, trim = float(self.noise), self.noise_type, float(self.sparsity), self._trim()
+        beta = float(getattr(self, "beta", 1.0))
+        variational = self._variational
+
+        def per_sample(out, xb):
+            if variational:
+                loss = losses.elbo(out.x_hat, xb, out.mu, out.logvar, beta=beta, kind=recon_kind)
+            else:
+                loss = losses.reconstruction(out.x_hat, xb, "mse")
+            if sparsity > 0:
+                loss = loss + sparsity * losses.sparsity(out.z)
+            return loss
+
+        def train_loss(xb):
+            out = model(corrupt(xb, noise, noise_type), sample=variational)
+            if not variational and sparsity <= 0 and trim <= 0:
                 # the batch mean of per-sample MSEs is the MSE over all entries: one fused kernel
                 return torch.nn.functional.mse_loss(out.x_hat, xb)
-            loss = losses.reconstruction(out.x_hat, xb, "mse")
-        if self.sparsity > 0:
-            loss = loss + float(self.sparsity) * losses.sparsity(out.z)
-        return losses.trimmed_mean(loss, float(self.trim))
+            return losses.trimmed_mean(per_sample(out, xb), trim)
 
-    def _train(self, X, X_fit, streaming: bool, seed: int):
-        dev = self.device_
-        if streaming:
-            cfg = self._train_config(len(X))
+        def eval_loss(xb):
+            return per_sample(model(xb, sample=False), xb)
+
+        return train_loss, eval_loss
+
+    def _train(self, draft: Fitted, data, seed: int):
+        dev, model = draft.device, draft.model
+        train_loss, eval_loss = self._losses(model, draft.recon_kind)
+        n = len(data)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        val_idx, train_idx = validation_split(n, float(self.validation_fraction), gen)
+        cfg = self._train_config(len(train_idx))
+        if is_source(data):
             rng = np.random.default_rng(seed)
+            val_rows = np.zeros(n, dtype=bool)
+            val_rows[val_idx.numpy()] = True
+            train_rows = ~val_rows if len(val_idx) else None
+
+            def net(block):
+                return torch.from_numpy(draft.to_net(check_array(block, name="a batch of X"))).to(dev)
 
             def batches(epoch):
-                for b in X.iter_shuffled_batches(cfg.batch_size, rng):
-                    yield torch.from_numpy(self._to_net(check_array(b, name="a batch of X"))).to(dev)
+                for b in data.iter_shuffled_batches(cfg.batch_size, rng, rows=train_rows):
+                    yield net(b)
 
-            return train(self.model_, self._loss, batches, cfg, dev, None, self.verbose)
-        Xn = torch.from_numpy(self._to_net(X_fit)).to(dev)
-        n = Xn.shape[0]
-        n_val = int(round(self.validation_fraction * n))
-        n_val = n_val if n - n_val >= 1 and n_val >= 1 else 0
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        if n_val:
-            perm = torch.randperm(n, generator=gen).to(dev)
-            Xv, Xt = Xn[perm[:n_val]], Xn[perm[n_val:]]
+            def val_blocks():
+                for chunk in data.iter_masked_chunks(val_rows):
+                    for i in range(0, len(chunk), EVAL_ROWS):
+                        yield net(chunk[i : i + EVAL_ROWS])
         else:
-            Xv, Xt = None, Xn
-        cfg = self._train_config(Xt.shape[0])
-        self.n_epochs_config_ = cfg.epochs
+            Xn = torch.from_numpy(draft.to_net(data)).to(dev)
+            Xt = Xn[train_idx.to(dev)] if len(val_idx) else Xn
+            Xv = Xn[val_idx.to(dev)]
+
+            def batches(epoch):
+                return permuted_batches(Xt, cfg.batch_size, gen)
+
+            def val_blocks():
+                return (Xv[i : i + EVAL_ROWS] for i in range(0, len(Xv), EVAL_ROWS))
+
+        n_val = len(val_idx)
 
         def val_fn():
-            return float(torch.cat([self._loss(Xv[i : i + _EVAL_ROWS]).reshape(1) * len(Xv[i : i + _EVAL_ROWS])
-                                    for i in range(0, len(Xv), _EVAL_ROWS)]).sum() / len(Xv))
+            total = torch.zeros((), dtype=torch.float64, device=dev)
+            for xb in val_blocks():
+                total += eval_loss(xb).double().sum()
+            return float(total) / n_val
 
-        return train(self.model_, self._loss, lambda e: permuted_batches(Xt, cfg.batch_size, gen), cfg, dev,
-                     val_fn if Xv is not None else None, self.verbose)
+        history = train(model, train_loss, batches, cfg, dev, val_fn if n_val else None, self.verbose)
+        return history, cfg.epochs
 
 
 # "auto" arch: images up to this many values (64 x 64 grey, 36 x 36 RGB) get the dense network
@@ -545,26 +564,27 @@ class VAE(Autoencoder):
     Loss per sample: reconstruction NLL (Bernoulli for data scaled to [0, 1], Gaussian
     otherwise) + ``beta`` * KL( q(z|x) || N(0, I) ). The encoder's logvar is clamped to a
     numerically safe range. Training samples z with the reparameterisation trick;
-    :meth:`transform` and every score use z = mu, so results are deterministic.
-    Scores: those of :class:`Autoencoder` ("auto" by default) and the latent "mu_norm",
-    "kl", "elbo" (see :mod:`aelab.scoring` and docs/anomaly.md for when each works).
-    Other parameters as in :class:`Autoencoder`.
+    :meth:`transform`, every score and the validation loss use z = mu, so results are
+    deterministic. Scores: those of :class:`Autoencoder` ("auto" by default) and the
+    latent "mu_norm", "kl", "elbo" (see :mod:`aelab.scoring` and docs/anomaly.md for when
+    each works). Other parameters as in :class:`Autoencoder`.
     """
 
     _variational = True
 
+    @_accepts_renamed
     def __init__(self, latent_dim=None, beta=1.0, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 trim=0.1, score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3, weight_decay=0.0,
-                 validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
-                 random_state=None, device="auto", verbose=False):
+                 trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
+                 input_kind="auto", random_state=None, device="auto", verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
-                         activation=activation, trim=trim, score=score, contamination=contamination, epochs=epochs,
-                         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         activation=activation, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
+                         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
-                         patience=patience, scaler=scaler, random_state=random_state, device=device,
-                         verbose=verbose)
+                         patience=patience, scaler=scaler, input_kind=input_kind, random_state=random_state,
+                         device=device, verbose=verbose)
         self.beta = beta
 
     def _validate_params_(self) -> None:
@@ -574,19 +594,23 @@ class VAE(Autoencoder):
 
 
 class PCA(_Base):
-    """Principal component analysis with the autoencoders' interface (closed form, by SVD).
+    """Principal component analysis with the autoencoders' interface (closed form).
 
-    Same preprocessing, scores, thresholds and persistence as :class:`Autoencoder`;
-    ``transform`` gives the k principal coordinates, ``sample`` draws them from
-    N(0, diag(explained variance)).
+    Same layout rule, preprocessing, scores, thresholds and persistence as
+    :class:`Autoencoder`; ``transform`` gives the k principal coordinates, ``sample``
+    draws them from N(0, diag(explained variance)). The components come from the
+    covariance accumulated chunk by chunk (float64, Chan's merge), so a streamed source
+    gives the same model as the same rows in memory and never has to fit in memory.
     """
 
-    def __init__(self, n_components=None, score="auto", contamination=0.1, scaler="auto",
-                 random_state=None, device="auto"):
+    @_accepts_renamed
+    def __init__(self, n_components=None, anomaly_score="auto", contamination=0.1, scaler="auto",
+                 input_kind="auto", random_state=None, device="auto"):
         self.n_components = n_components
-        self.score = score
+        self.anomaly_score = anomaly_score
         self.contamination = contamination
         self.scaler = scaler
+        self.input_kind = input_kind
         self.random_state = random_state
         self.device = device
 
@@ -596,8 +620,8 @@ class PCA(_Base):
                 not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1):
             raise ConfigError(f"n_components must be a positive integer or None, got {self.n_components!r}.")
 
-    def _build(self, scaler_kind: str) -> ModelConfig:
-        d = self.n_features_in_
+    def _build(self, layout: Layout, scaler_kind: str) -> ModelConfig:
+        d = layout.n_features
         k = _auto_latent(d) if self.n_components is None else int(self.n_components)
         if k > d:
             raise ConfigError(f"n_components={k} exceeds the number of features ({d}); "
@@ -605,26 +629,59 @@ class PCA(_Base):
         return ModelConfig(kind="pca", input_shape=(d,), latent_dim=k, arch="dense",
                            hidden=(), linear=True, output="identity")
 
-    def _train(self, X, X_fit, streaming: bool, seed: int):
-        if streaming:
-            X_fit = np.concatenate(list(X.iter_chunks()))
-        if self.model_cfg_.latent_dim > X_fit.shape[0]:
-            raise ConfigError(f"n_components={self.model_cfg_.latent_dim} exceeds the number of samples "
-                              f"({X_fit.shape[0]}); pass more samples or a smaller n_components.")
-        self.model_.fit(torch.from_numpy(self._to_net(self._check_X(X_fit))).to(self.device_))
-        return {"loss": [], "val_loss": []}
+    def _train(self, draft: Fitted, data, seed: int):
+        n = len(data)
+        if draft.model_cfg.latent_dim > n:
+            raise ConfigError(f"n_components={draft.model_cfg.latent_dim} exceeds the number of samples "
+                              f"({n}); pass more samples or a smaller n_components.")
+        moments = RunningStats(covariance=True)
+        blocks = data.iter_chunks() if is_source(data) else (data[i : i + EVAL_ROWS] for i in range(0, n, EVAL_ROWS))
+        for block in blocks:
+            moments.update(draft.to_net(check_array(block, name="a chunk of X")))
+        draft.model.fit_moments(moments.mean, moments.m2, moments.n)
+        return {"loss": [], "val_loss": []}, None
 
-    def _fit_latent_gaussian(self, n: int, s1: np.ndarray, s2: np.ndarray) -> None:
+    def _latent_gaussian(self, model):
         # the principal coordinates are centred, with the explained variances as variances
-        self.latent_mean_ = np.zeros(self.model_cfg_.latent_dim)
-        self.latent_cov_ = np.diag(self.model_.explained_variance.cpu().numpy().astype(np.float64))
+        def gaussian(n, s1, s2):
+            var = model.explained_variance.cpu().numpy().astype(np.float64)
+            return np.zeros(len(var)), np.diag(var)
+
+        return gaussian
 
     @property
     def explained_variance_(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.model_.explained_variance.cpu().numpy()
+        return self._state().model.explained_variance.cpu().numpy()
 
     @property
     def components_(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.model_.components.cpu().numpy()
+        return self._state().model.components.cpu().numpy()
+
+
+def load(path, device: str = "auto"):
+    """Load a model folder written by ``est.save(path)``; scores are identical to the saved model's.
+
+    ``device`` places the network ("auto", "cpu" or "cuda"). Raises
+    :class:`~aelab.exceptions.PersistenceError` for anything that is not a valid model folder
+    (including files replaced by pickle payloads, which are never executed).
+    """
+    from .exceptions import PersistenceError
+    from .persistence import read
+
+    classes = {"Autoencoder": Autoencoder, "VAE": VAE, "PCA": PCA}
+    cls_name, params, state = read(path, device, list(classes))
+    cls = classes[cls_name]
+    params = {RENAMED_PARAMS.get(k, k): v for k, v in params.items()}
+    for k in ("hidden", "channels"):
+        if isinstance(params.get(k), list):
+            params[k] = tuple(params[k])
+    try:
+        est = cls(**params)
+        fitted = state(resolve_score(est.anomaly_score, "standard"))
+    except PersistenceError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PersistenceError(f"the model folder {str(path)!r} is inconsistent or from an incompatible "
+                               f"version: {type(exc).__name__}: {exc}") from None
+    est._fitted = fitted
+    return est

@@ -7,7 +7,8 @@ Layout of a model folder::
     meta.json            versions of aelab, torch, numpy and Python, creation time
 
 JSON and safetensors are data formats: loading parses them and never executes code
-from the files. Saving writes a temporary sibling folder and swaps it in with
+from the files. It holds one :class:`aelab.fitted.Fitted` and imports no estimator class
+(``aelab.load`` builds the estimator). Saving writes a temporary sibling folder and swaps it in with
 renames, so a crash mid-save leaves the previous model intact.
 """
 
@@ -48,13 +49,15 @@ def _jsonable(v):
     return None  # e.g. a np.random.Generator as random_state: not reproducible from a file
 
 
-def save(est, path) -> None:
+def save(path, class_name: str, params: dict, fitted) -> None:
+    """Write the fitted state ``fitted`` (an :class:`aelab.fitted.Fitted`) of a ``class_name`` estimator.
+
+    Estimators call it as ``est.save(path)``. The folder appears complete or not at all.
+    """
     from safetensors.torch import save_file
 
     from . import __version__
-    from ._validation import check_is_fitted
 
-    check_is_fitted(est)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PersistenceError(f"cannot save a model to {str(path)!r}: a file of that name exists. Choose a folder path.")
@@ -62,20 +65,9 @@ def save(est, path) -> None:
         raise PersistenceError(f"{str(path)!r} is a non-empty folder that holds no aelab model; refusing to "
                                "replace it. Choose a new or empty folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
-    arrays = {"scaler.offset": est.scaler_.offset, "scaler.scale": est.scaler_.scale,
-              "decision_scores": est.decision_scores_, "latent_mean": est.latent_mean_, "latent_cov": est.latent_cov_,
-              "recon_means": est.recon_means_}
-    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
-    config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "class": type(est).__name__,
-        "params": _jsonable(est.get_params()), "model": est.model_cfg_.to_dict(), "scaler": est.scaler_.config(),
-        "fitted": _jsonable({
-            "input_shape": est.input_shape_, "channels_last": est.channels_last_,
-            "n_features_in": est.n_features_in_, "recon_kind": est.recon_kind_, "score": est.score_,
-            "threshold": est.threshold_, "threshold_rule": est.threshold_rule_, "history": est.history_,
-        }),
-    }
+    state, tensors = fitted.to_state()
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "class": class_name,
+              "params": _jsonable(params), **_jsonable(state)}
     meta = {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -114,20 +106,19 @@ def _read_json(file: Path) -> dict:
     return obj
 
 
-def load(path, device: str = "auto"):
-    """Load a model folder written by ``save``; scores are identical to the saved model's.
+def read(path, device: str, classes: list[str]):
+    """Read a model folder written by :func:`save`.
 
-    ``device`` places the network ("auto", "cpu" or "cuda"). Raises
-    :class:`~aelab.exceptions.PersistenceError` for anything that is not a valid model folder
-    (including files replaced by pickle payloads, which are never executed).
+    Returns ``(class name, constructor parameters, state)`` where ``state(default_score)``
+    builds the :class:`aelab.fitted.Fitted` on ``device`` ("auto", "cpu" or "cuda").
+    :func:`aelab.load` turns them into an estimator. Raises
+    :class:`~aelab.exceptions.PersistenceError` for anything that is not a valid model
+    folder (including files replaced by pickle payloads, which are never executed).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .config import ModelConfig
-    from .estimators import PCA, VAE, Autoencoder
-    from .models import build_model
-    from .preprocessing import Scaler
+    from .fitted import Fitted
     from .training import resolve_device
 
     path = Path(path)
@@ -139,7 +130,6 @@ def load(path, device: str = "auto"):
         raise PersistenceError(f"{str(path / 'config.json')!r} is not an aelab model config of format version "
                                f"{FORMAT_VERSION} (found format={cfg.get('format')!r}, "
                                f"version={cfg.get('format_version')!r}).")
-    classes = {"Autoencoder": Autoencoder, "VAE": VAE, "PCA": PCA}
     if cfg.get("class") not in classes:
         raise PersistenceError(f"unknown estimator class {cfg.get('class')!r}; expected one of {sorted(classes)}.")
     wfile = path / "weights.safetensors"
@@ -150,38 +140,8 @@ def load(path, device: str = "auto"):
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise PersistenceError(f"{str(wfile)!r} is not a valid safetensors file ({exc}). aelab never loads "
                                "pickled weights; re-save the model with est.save(path).") from None
-    try:
-        params = dict(cfg["params"])
-        for k in ("hidden", "channels"):
-            if isinstance(params.get(k), list):
-                params[k] = tuple(params[k])
-        est = classes[cfg["class"]](**params)
-        fitted = cfg["fitted"]
-        est.input_shape_ = tuple(fitted["input_shape"])
-        est.channels_last_ = bool(fitted["channels_last"])
-        est.n_features_in_ = int(fitted["n_features_in"])
-        est.recon_kind_ = fitted["recon_kind"]
-        est.threshold_ = float(fitted["threshold"])
-        est.threshold_rule_ = fitted["threshold_rule"]
-        est.history_ = fitted["history"]
-        est.model_cfg_ = ModelConfig.from_dict(cfg["model"])
-        est.model_input_shape_ = tuple(est.model_cfg_.input_shape)
-        est.scaler_ = Scaler.from_state(cfg["scaler"], {"offset": tensors["scaler.offset"].numpy(),
-                                                        "scale": tensors["scaler.scale"].numpy()})
-        est.decision_scores_ = tensors["decision_scores"].numpy()
-        est.latent_mean_ = tensors["latent_mean"].numpy()
-        est.latent_cov_ = tensors["latent_cov"].numpy()
-        # models saved before the fitted scores existed lack these two: they keep their "mse"-family scores
-        est.recon_means_ = tensors["recon_means"].numpy() if "recon_means" in tensors else None
-        est.score_ = fitted.get("score", est.score)
-        est.device_ = resolve_device(device)
-        model = build_model(est.model_cfg_)
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(state, strict=True)
-        est.model_ = model.to(est.device_).eval()
-    except PersistenceError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise PersistenceError(f"the model folder {str(path)!r} is inconsistent or from an incompatible "
-                               f"version: {type(exc).__name__}: {exc}") from None
-    return est
+    dev = resolve_device(device)
+    params = cfg.get("params")
+    if not isinstance(params, dict):
+        raise PersistenceError(f"the model folder {str(path)!r} is inconsistent: config.json has no parameters.")
+    return cfg["class"], dict(params), lambda default_score: Fitted.from_state(cfg, tensors, dev, default_score)

@@ -14,22 +14,96 @@ from .exceptions import ConfigError
 
 SCALERS = ("auto", "standard", "minmax", "none")
 
+#: Rows per step when statistics are taken over an in-memory array (bounded float64 copies).
+_STATS_BYTES = 8 * 2**20
 
-def resolve_scaler(kind: str, X: np.ndarray) -> tuple[str, bool]:
-    """Decide the concrete scaler for ``kind`` and data ``X``.
 
-    Returns ``(kind, per_feature)``. "auto": images (ndim >= 3) get one global min-max to
-    [0, 1]; tables whose values all lie in [0, 1] or come as uint8 get a per-feature
-    min-max; other tables are standardised per feature.
+class RunningStats:
+    """Per-column count, mean, sum of squared deviations, min and max, merged chunk by chunk.
+
+    Chunks are merged with the pairwise update of Chan, Golub and LeVeque (1979), which is
+    stable where ``E[x^2] - E[x]^2`` is not (large offsets, float32 inputs). The same
+    object decides the layout (dtype, value range, whole numbers) and fits the scaler, so
+    an array in memory and the same rows streamed from a file give the same decisions.
+    """
+
+    def __init__(self, covariance: bool = False):
+        self.covariance = covariance  # m2 holds the full scatter matrix (d, d) instead of its diagonal
+        self.n = 0
+        self.mean = self.m2 = self.lo = self.hi = None
+        self.integral = True          # every value a whole number
+        self.dtype: np.dtype | None = None
+
+    def update(self, X) -> "RunningStats":
+        X = np.asarray(X)
+        if X.shape[0] == 0:
+            return self
+        if self.dtype is None:
+            self.dtype = X.dtype
+        elif X.dtype != self.dtype:
+            self.dtype = np.result_type(self.dtype, X.dtype)
+        x = X.reshape(X.shape[0], -1).astype(np.float64)
+        m = x.shape[0]
+        if self.integral and X.dtype.kind not in "uib":
+            self.integral = bool(np.array_equal(x, np.round(x)))
+        mean = x.mean(axis=0)
+        dev = x - mean
+        m2 = dev.T @ dev if self.covariance else np.square(dev).sum(axis=0)
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.lo, self.hi = m, mean, m2, lo, hi
+            return self
+        n = self.n + m
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (m / n)
+        cross = np.outer(delta, delta) if self.covariance else np.square(delta)
+        self.m2 = self.m2 + m2 + cross * (self.n * m / n)
+        self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+        self.n = n
+        return self
+
+    @classmethod
+    def of(cls, X) -> "RunningStats":
+        """Statistics of an in-memory array, taken in bounded slices of rows."""
+        X = np.asarray(X)
+        st = cls()
+        step = max(1, _STATS_BYTES // max(1, 8 * int(np.prod(X.shape[1:], dtype=np.int64))))
+        for i in range(0, X.shape[0], step):
+            st.update(X[i : i + step])
+        return st
+
+    # ---- summaries
+    @property
+    def min(self) -> float:
+        return float(self.lo.min())
+
+    @property
+    def max(self) -> float:
+        return float(self.hi.max())
+
+    def pooled(self) -> tuple[float, float]:
+        """Mean and (population) variance of all values together (every column merged)."""
+        mean = float(self.mean.mean())
+        m2 = float(self.m2.sum() + self.n * np.square(self.mean - mean).sum())
+        return mean, m2 / (self.n * self.mean.size)
+
+
+def resolve_scaler(kind: str, image: bool, stats: RunningStats) -> tuple[str, bool]:
+    """Decide the concrete scaler for ``kind``, the layout (``image``) and the data's statistics.
+
+    Returns ``(kind, per_feature)``. Images are scaled with one global offset and scale
+    (pixels share units), tables per column. "auto": images get min-max to [0, 1]; tables
+    get a per-column min-max when they come as uint8 or all their values lie in [0, 1],
+    and are standardised per column otherwise.
     """
     if kind not in SCALERS:
         raise ConfigError(f"scaler={kind!r} is not known; expected one of {SCALERS}.")
-    images = X.ndim >= 3
     if kind != "auto":
-        return kind, not images
-    if images:
+        return kind, not image
+    if image:
         return "minmax", False
-    return ("minmax" if X.dtype == np.uint8 or (X.min() >= 0 and X.max() <= 1) else "standard"), True
+    in_unit = stats.dtype == np.uint8 or (stats.min >= 0 and stats.max <= 1)
+    return ("minmax" if in_unit else "standard"), True
 
 
 class Scaler:
@@ -40,45 +114,40 @@ class Scaler:
         self.offset: np.ndarray = np.zeros(1, np.float32)
         self.scale: np.ndarray = np.ones(1, np.float32)
 
-    # streaming statistics: fit_partial on chunks, then finalize
     def fit(self, X: np.ndarray) -> "Scaler":
-        return self.partial_fit(X).finalize()
+        return self.fit_stats(RunningStats.of(X))
 
-    def partial_fit(self, X: np.ndarray) -> "Scaler":
-        X = np.asarray(X, dtype=np.float64)
-        axis = 0 if self.per_feature else None
-        st = getattr(self, "_stats", None)
-        n = X.shape[0] if self.per_feature else X.size
-        s, ss = X.sum(axis=axis), np.square(X).sum(axis=axis)
-        lo, hi = X.min(axis=axis), X.max(axis=axis)
-        if st is None:
-            self._stats = [n, s, ss, lo, hi]
+    def fit_stats(self, stats: RunningStats) -> "Scaler":
+        """Offset and scale from :class:`RunningStats` of the training rows."""
+        if self.per_feature:
+            mean, var, lo, hi = stats.mean, stats.m2 / stats.n, stats.lo, stats.hi
         else:
-            st[0] += n; st[1] = st[1] + s; st[2] = st[2] + ss
-            st[3] = np.minimum(st[3], lo); st[4] = np.maximum(st[4], hi)
-        return self
-
-    def finalize(self) -> "Scaler":
-        n, s, ss, lo, hi = self._stats
-        del self._stats
+            mean, var = stats.pooled()
+            lo, hi = stats.min, stats.max
         if self.kind == "standard":
-            mean = s / n
-            std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
-            offset, scale = mean, std
+            offset, scale = mean, np.sqrt(np.maximum(var, 0.0))
         elif self.kind == "minmax":
-            offset, scale = lo, hi - lo
+            offset, scale = lo, np.asarray(hi) - np.asarray(lo)
         else:
-            offset, scale = np.zeros_like(lo), np.ones_like(lo)
+            offset, scale = np.zeros_like(np.asarray(lo, np.float64)), np.ones_like(np.asarray(lo, np.float64))
+        offset, scale = np.asarray(offset, np.float64), np.asarray(scale, np.float64)
         scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(offset)), scale, 1.0)
         self.offset = np.atleast_1d(np.asarray(offset, np.float32))
         self.scale = np.atleast_1d(np.asarray(scale, np.float32))
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, np.float32) - self.offset) / self.scale).astype(np.float32, copy=False)
+        """Scale ``X`` (n, ...); per-column offsets apply to the flattened row."""
+        X = np.asarray(X, np.float32)
+        if self.offset.size > 1:
+            return ((X.reshape(X.shape[0], -1) - self.offset) / self.scale).astype(np.float32, copy=False).reshape(X.shape)
+        return ((X - self.offset) / self.scale).astype(np.float32, copy=False)
 
     def inverse_transform(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, np.float32) * self.scale + self.offset
+        X = np.asarray(X, np.float32)
+        if self.offset.size > 1:
+            return (X.reshape(X.shape[0], -1) * self.scale + self.offset).reshape(X.shape)
+        return X * self.scale + self.offset
 
     def state(self) -> dict:
         return {"offset": self.offset, "scale": self.scale}

@@ -41,6 +41,20 @@ def permuted_batches(X: torch.Tensor, batch_size: int, generator: torch.Generato
         yield X.index_select(0, perm[i : i + batch_size])
 
 
+def validation_split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(validation rows, training rows)``: a random permutation of the n rows, cut after ``round(fraction * n)``.
+
+    One rule for every path: an array in memory and the same rows streamed from a file
+    hold out the same rows for the same seed. No validation rows when nothing would be
+    left to train on.
+    """
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        return torch.empty(0, dtype=torch.int64), torch.arange(n)
+    perm = torch.randperm(n, generator=generator)
+    return perm[:n_val], perm[n_val:]
+
+
 def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     # The fused Adam kernel (CPU and CUDA) saves ~10% of a step against the foreach one.
     try:

@@ -175,7 +175,7 @@ def read_labels(spec: str | None, n: int) -> np.ndarray | None:
 
 
 def load_model(path: str):
-    from ..persistence import load
+    from ..estimators import load
 
     return load(path)
 

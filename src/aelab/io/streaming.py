@@ -121,7 +121,7 @@ class ArraySource:
             yield self.read(start, start + step)
 
     def iter_shuffled_batches(
-        self, batch_size: int, rng: np.random.Generator, buffer_chunks: int = 4
+        self, batch_size: int, rng: np.random.Generator, buffer_chunks: int = 4, rows: np.ndarray | None = None
     ) -> Iterator[np.ndarray]:
         """Yield every row exactly once, in shuffled batches of ``batch_size`` rows.
 
@@ -137,6 +137,8 @@ class ArraySource:
             Source of randomness (an int seed is accepted too).
         buffer_chunks : int, default 4
             Chunks mixed together; more gives a better shuffle and uses more memory.
+        rows : boolean array of length ``len(self)``, optional
+            Only the rows marked True are yielded (for example all but a validation share).
         """
         batch_size = _positive_int(batch_size, "batch_size")
         buffer_chunks = _positive_int(buffer_chunks, "buffer_chunks")
@@ -144,7 +146,7 @@ class ArraySource:
         starts = np.arange(0, len(self), self.chunk_rows)[rng.permutation(math.ceil(len(self) / self.chunk_rows))]
         carry = np.empty((0, *self.shape[1:]), dtype=self.dtype)
         for g in range(0, len(starts), buffer_chunks):
-            parts = [carry] + [self.read(s, s + self.chunk_rows) for s in starts[g : g + buffer_chunks]]
+            parts = [carry] + [self._masked(s, s + self.chunk_rows, rows) for s in starts[g : g + buffer_chunks]]
             buffer = np.concatenate(parts)
             buffer = buffer[rng.permutation(len(buffer))]
             n_full = len(buffer) - len(buffer) % batch_size
@@ -153,6 +155,17 @@ class ArraySource:
             carry = buffer[n_full:]
         if len(carry):
             yield carry
+
+
+    def _masked(self, start: int, stop: int, rows: np.ndarray | None) -> np.ndarray:
+        block = self.read(start, stop)
+        return block if rows is None else block[rows[start : start + len(block)]]
+
+    def iter_masked_chunks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """Consecutive chunks holding only the rows marked True in ``rows``, in order."""
+        for start in range(0, len(self), self.chunk_rows):
+            if rows[start : start + self.chunk_rows].any():
+                yield self._masked(start, start + self.chunk_rows, rows)
 
 
 class _MemorySource(ArraySource):

@@ -1,7 +1,8 @@
 """Principal component analysis as a network with the autoencoder's interface.
 
-The encoder is z = W (x - m), the decoder x' = W^T z + m, with W the top-k right
-singular vectors of the centred training data: the closed-form optimum that a
+The encoder is z = W (x - m), the decoder x' = W^T z + m, with W the top-k
+eigenvectors of the training data's covariance (the right singular vectors of the
+centred data): the closed-form optimum that a
 linear autoencoder only approaches by gradient descent (Baldi & Hornik 1989).
 """
 
@@ -28,19 +29,23 @@ class PCANet(nn.Module):
         self.register_buffer("explained_variance", torch.zeros(cfg.latent_dim))
 
     @torch.no_grad()
-    def fit(self, X: torch.Tensor) -> "PCANet":
-        """Fit on scaled training data ``X`` of shape (n, *input_shape) by SVD (float64)."""
-        X = X.reshape(X.shape[0], -1).double()
-        mean = X.mean(0)
-        # LAPACK's divide-and-conquer SVD through NumPy: far faster on CPU than torch's here
-        _, S, Vh = np.linalg.svd((X - mean).cpu().numpy(), full_matrices=False)
-        S, Vh = torch.from_numpy(S).to(X.device), torch.from_numpy(Vh).to(X.device)
+    def fit_moments(self, mean: np.ndarray, scatter: np.ndarray, n: int) -> "PCANet":
+        """Fit from the mean and scatter matrix sum_i (x_i - m)(x_i - m)^T of n scaled rows (float64).
+
+        The eigenvectors of the covariance are the right singular vectors of the centred
+        data; the moments can be accumulated chunk by chunk, so the data never has to be
+        in memory at once.
+        """
+        cov = np.asarray(scatter, np.float64) / max(n - 1, 1)
+        evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
         k = self.cfg.latent_dim
-        # sign convention: largest |loading| of each component positive (reproducible)
-        signs = torch.sign(Vh[:k].gather(1, Vh[:k].abs().argmax(1, keepdim=True)))
-        self.mean.copy_(mean)
-        self.components.copy_(Vh[:k] * signs)
-        self.explained_variance.copy_(S[:k].square() / max(X.shape[0] - 1, 1))
+        order = np.argsort(evals)[::-1][:k]
+        Vh = torch.from_numpy(np.ascontiguousarray(evecs[:, order].T))
+        signs = torch.sign(Vh.gather(1, Vh.abs().argmax(1, keepdim=True)))
+        dev = self.mean.device
+        self.mean.copy_(torch.from_numpy(np.asarray(mean, np.float64)).to(dev))
+        self.components.copy_((Vh * signs).to(dev))
+        self.explained_variance.copy_(torch.from_numpy(np.maximum(evals[order], 0.0)).to(dev))
         return self
 
     def encode(self, x):
