@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,11 @@ import torch
 # One thread: the tests use small models, and 2 threads on a 2-core machine with any other
 # busy process slow PyTorch down by an order of magnitude (oversubscription).
 torch.set_num_threads(1)
+
+# The suite runs on the CPU (device="auto" included) unless AELAB_TEST_DEVICE=cuda; the
+# tests marked "cuda" (tests/test_cuda.py) use the GPU whenever one is present.
+if os.environ.get("AELAB_TEST_DEVICE", "cpu") != "cuda":
+    os.environ["AELAB_DEVICE"] = "cpu"
 
 
 @pytest.fixture(scope="session")

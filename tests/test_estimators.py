@@ -294,7 +294,7 @@ def test_bad_input_errors(bad, match):
 def test_feature_and_shape_mismatch_at_transform(blobs):
     X, _ = blobs
     est = aelab.Autoencoder(**FAST).fit(X)
-    with pytest.raises(DataError, match="has 5 features, but Autoencoder was fitted with 8"):
+    with pytest.raises(DataError, match="has 5 features, but Autoencoder is expecting 8 features"):
         est.decision_function(X[:, :5])
     img = aelab.Autoencoder(channels=(4,), **FAST).fit(np.zeros((8, 12, 12), np.float32) + np.eye(12))
     with pytest.raises(DataError, match=r"per-sample shape \(10, 10\).*\(12, 12\)"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import DataError, NotFittedError
+from .exceptions import DataError, NonNumericError, NotFittedError
 
 
 def _to_numpy(X: Any) -> np.ndarray:
@@ -45,30 +45,43 @@ def check_array(
         arr = _to_numpy(X)
     except DataError:
         raise
-    if arr.dtype == object or arr.dtype.kind in "USVO":
+    if arr.dtype == object:  # numbers held as Python objects are fine; anything else is not
+        try:
+            arr = np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            bad = _first_non_numeric(arr)
+            raise NonNumericError(
+                f"{name} must be numeric, but it has dtype object ({exc}"
+                + (f"; first non-numeric value: {bad!r}" if bad is not None else "")
+                + "). Convert it to numbers first, e.g. with np.asarray(X, dtype=float), or drop the text columns."
+            ) from None
+    if arr.dtype.kind in "USV":
         bad = _first_non_numeric(arr)
-        raise DataError(
+        raise NonNumericError(
             f"{name} must be numeric, but it has dtype {arr.dtype}"
             + (f" (first non-numeric value: {bad!r})" if bad is not None else "")
             + ". Convert it to numbers first, e.g. with np.asarray(X, dtype=float), "
             "or drop the text columns."
         )
     if arr.dtype.kind == "c":
-        raise DataError(f"{name} is complex ({arr.dtype}); aelab needs real numbers.")
+        raise DataError(f"Complex data not supported: {name} is complex ({arr.dtype}); aelab needs real numbers. "
+                        "Pass X.real, np.abs(X), or both as separate features.")
     max_ndim = 4 if allow_images else 2
     if arr.ndim < 2 or arr.ndim > max_ndim:
         expected = "(n_samples, n_features)" + (
             ", images (n, height, width) or (n, channels, height, width)" if allow_images else ""
         )
-        hint = " Use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample." if arr.ndim == 1 else ""
+        hint = (" Reshape your data: X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample."
+                if arr.ndim == 1 else "")
         raise DataError(f"{name} has {arr.ndim} dimension(s) with shape {arr.shape}; expected {expected}.{hint}")
     if arr.shape[0] < min_samples:
         raise DataError(
             f"{name} has {arr.shape[0]} sample(s) (shape {arr.shape}); at least {min_samples} required."
         )
     if 0 in arr.shape[1:]:
-        raise DataError(f"{name} has an empty feature dimension (shape {arr.shape}); every sample needs at "
-                        "least one feature. Check the column selection that produced it.")
+        raise DataError(f"{name} has an empty feature dimension: 0 feature(s) (shape={arr.shape}) while a minimum "
+                        "of 1 is required. Every sample needs at least one feature; check the column selection "
+                        "that produced it.")
     # contiguous (torch cannot take negative strides such as Z[::-1]) and writable (a read-only
     # memmap from read_array)
     arr = np.ascontiguousarray(arr, dtype=dtype)
@@ -123,7 +136,8 @@ def check_sample_shape(X: np.ndarray, expected: tuple, est_name: str, name: str 
         return
     if len(expected) == 1 and len(got) == 1:
         raise DataError(
-            f"{name} has {got[0]} features, but {est_name} was fitted with {expected[0]} features. "
+            f"{name} has {got[0]} features, but {est_name} is expecting {expected[0]} features as input "
+            f"(it was fitted with {expected[0]}). "
             "Pass data with the same columns, in the same order, as at fit time."
         )
     raise DataError(

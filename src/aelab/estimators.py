@@ -308,7 +308,8 @@ class Autoencoder(_Base):
     latent_dim : int or None
         Size k of the code. None picks ``min(16, max(2, ceil(d / 4)))`` for d features.
     hidden : tuple of int or None
-        Dense encoder widths (the decoder mirrors them). None picks widths between d and k.
+        Dense encoder widths (the decoder mirrors them). None picks widths between d and k,
+        and none for ``linear=True`` (stacked linear layers compose to one linear map).
     arch : {"auto", "dense", "conv"}
         "auto": dense for tables and for images of at most 4,096 values, conv for larger images.
     channels : tuple of int
@@ -336,8 +337,9 @@ class Autoencoder(_Base):
     batch_size, lr, weight_decay : training settings (Adam).
     validation_fraction : float
         Held-out share of the training data for early stopping; 0 disables.
-    early_stopping : bool
-        Stop when the monitored loss stops improving and restore the best weights.
+    early_stopping : bool or "auto", default "auto"
+        Stop when the validation loss stops improving and restore the best weights.
+        "auto" is True, and False for ``linear=True`` (see :meth:`_early_stopping`).
     patience : int
         Epochs without improvement before stopping.
     scaler : {"auto", "standard", "minmax", "none"}
@@ -368,7 +370,7 @@ class Autoencoder(_Base):
     def __init__(self, latent_dim=None, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", random_state=None, device="auto", verbose=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -413,6 +415,8 @@ class Autoencoder(_Base):
             raise ConfigError(f"noise_type={self.noise_type!r} is not known; expected one of {NOISE_TYPES}.")
         if self.sparsity < 0:
             raise ConfigError(f"sparsity must be >= 0, got {self.sparsity!r}.")
+        if self.early_stopping not in ("auto", True, False):
+            raise ConfigError(f"early_stopping must be True, False or 'auto', got {self.early_stopping!r}.")
         if self.trim != "auto" and (isinstance(self.trim, str) or not (0 <= self.trim < 1)):
             raise ConfigError(f"trim must be 'auto' or in [0, 1) (the share of each batch left out of the loss), "
                               f"got {self.trim!r}. Use 0 to train on every sample.")
@@ -438,7 +442,10 @@ class Autoencoder(_Base):
         d = layout.n_features
         k = int(self.latent_dim) if self.latent_dim is not None else _auto_latent(d)
         shape = layout.image_shape if arch == "conv" else (d,)
-        hidden = tuple(self.hidden) if self.hidden is not None else _auto_hidden(d, k)
+        if self.hidden is not None:
+            hidden = tuple(self.hidden)
+        else:  # stacked linear layers compose to one linear map: the lecture's linear AE has none
+            hidden = () if self.linear else _auto_hidden(d, k)
         output = "sigmoid" if scaler_kind == "minmax" and not self.linear else "identity"
         return ModelConfig(kind="autoencoder", input_shape=shape, latent_dim=k, arch=arch, hidden=hidden,
                            channels=tuple(self.channels), backbone=self.backbone, linear=bool(self.linear),
@@ -451,7 +458,19 @@ class Autoencoder(_Base):
             epochs = int(np.clip(math.ceil(3000 / steps_per_epoch), 10, 200))
         return TrainConfig(epochs=int(epochs), batch_size=int(self.batch_size), lr=float(self.lr),
                            weight_decay=float(self.weight_decay), validation_fraction=float(self.validation_fraction),
-                           early_stopping=bool(self.early_stopping), patience=int(self.patience))
+                           early_stopping=self._early_stopping(), patience=int(self.patience))
+
+    def _early_stopping(self) -> bool:
+        """``early_stopping="auto"``: on, but off for a linear model.
+
+        A linear autoencoder has one optimum, the principal subspace (nothing to
+        regularise); where the eigenvalues of the data are close it approaches it slowly,
+        and a patience rule stops it early: on scikit-learn's digits (latent 8, 300 epochs)
+        the subspace was 25 degrees from PCA's with early stopping, 7.8 without.
+        """
+        if self.early_stopping == "auto":
+            return not self.linear
+        return bool(self.early_stopping)
 
     def _losses(self, model, recon_kind: str):
         """(training loss of a batch, deterministic per-sample evaluation loss).
@@ -576,7 +595,7 @@ class VAE(Autoencoder):
     def __init__(self, latent_dim=None, beta=1.0, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, patience=10, scaler="auto",
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", random_state=None, device="auto", verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,

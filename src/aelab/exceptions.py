@@ -27,6 +27,10 @@ class DataError(AelabError, ValueError):
     """The input data is unusable: wrong shape, NaN/inf, non-numeric, unreadable file."""
 
 
+class NonNumericError(DataError, TypeError):
+    """Data that is not numbers (text, objects); a TypeError too, as numpy's own conversion error."""
+
+
 class ConfigError(AelabError, ValueError):
     """A parameter has a value outside the allowed set or range."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
 
 import torch
@@ -23,8 +24,9 @@ log = logging.getLogger("aelab")
 
 
 def resolve_device(device: str) -> torch.device:
+    """``"auto"``: $AELAB_DEVICE when set (e.g. ``cpu`` to keep a CUDA machine's GPU free), else CUDA when present."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = os.environ.get("AELAB_DEVICE", "").strip() or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         from .exceptions import ConfigError

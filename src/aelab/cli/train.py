@@ -13,7 +13,7 @@ PRESETS = {
     "ae": ("Autoencoder", {}, "autoencoder"),
     "dae": ("Autoencoder", {"noise": 0.2}, "denoising autoencoder (noise=0.2)"),
     "sae": ("Autoencoder", {"sparsity": 1e-3}, "sparse autoencoder (L1 weight 1e-3 on the code)"),
-    "linear": ("Autoencoder", {"linear": True, "trim": 0.0}, "linear autoencoder (the PCA-equivalent)"),
+    "linear": ("Autoencoder", {"linear": True}, "linear autoencoder (the PCA-equivalent)"),
     "vae": ("VAE", {}, "variational autoencoder"),
     "pca": ("PCA", {}, "PCA (closed form)"),
 }

@@ -139,7 +139,9 @@ def cost(model_or_estimator, input_shape: int | Sequence[int] | None = None,
     shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
     if latency_runs < 0:
         raise ConfigError(f"latency_runs must be >= 0; got {latency_runs}.")
+    # the probe goes where the model lives: a buffer-only model (PCA) has no parameters
     first = next(model.parameters(), None)
+    first = first if first is not None else next(model.buffers(), None)
     x = torch.zeros((1, *shape), dtype=first.dtype if first is not None else torch.float32,
                     device=first.device if first is not None else "cpu")
     counts = {"macs": 0, "other_ops": 0, "activation_bytes": 0}
@@ -160,8 +162,14 @@ def cost(model_or_estimator, input_shape: int | Sequence[int] | None = None,
     handles = [m.register_forward_hook(hook) for m in model.modules() if not any(m.children())]
     model.eval()
     try:
+        from torch.utils.flop_counter import FlopCounterMode
+
         with torch.no_grad():
-            model(x)
+            # torch's FLOP counter sees every product, including functional ones (PCA's
+            # matmuls) that no layer hook sees; one multiply-accumulate = two FLOPs
+            with FlopCounterMode(display=False) as flops:
+                model(x)
+            counts["macs"] = max(counts["macs"], flops.get_total_flops() // 2)
             for h in handles:
                 h.remove()
             handles = []
