@@ -1,10 +1,10 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv when missing and installs aelab into it (pip takes the
-# torch==2.13.0 CPU wheel that lies on this disk; no multi-GB CUDA download).
+# Each creates .venv when missing and installs aelab into it with constraints.txt
+# (torch==2.13.0: pip takes the CPU wheel that lies on this disk; no multi-GB CUDA download).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: demo test venv bench clean browser
 
@@ -12,8 +12,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q -e ".[dev]"
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -185,7 +185,7 @@ def test_large_files_are_streamed_with_the_same_results(cli, data, tmp_path, mon
 
     code, out, err = cli("train", src, "--epochs", 1, "-k", 2, "--seed", 0, "--out", tmp_path / "m")
     assert code == 0, err
-    assert "trained Autoencoder on 150 samples of shape (6,), streamed in chunks of" in out
+    assert "trained Autoencoder on 150 samples of shape (6,) (read as a table), streamed in chunks of" in out
     assert aelab.load(tmp_path / "m").input_shape_ == (6,)
 
     code, out, err = cli("score", model, src, "--out", tmp_path / "s.npy")
@@ -401,3 +401,25 @@ def test_unexpected_failure_is_exit_1(capsys):
     assert err == "aelab score: unexpected error: division by zero (ZeroDivisionError; run again with --debug for the traceback)\n"
     assert run(argparse.Namespace(command="score", func=_crash, debug=True)) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_input_kind_device_and_threads_flags(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    events = np.stack([rng.exponential(30, (200, 19)), rng.normal(size=(200, 19)),
+                       rng.uniform(-3, 3, (200, 19))], -1).astype(np.float32)
+    np.save(tmp_path / "events.npy", events)
+    code, out, err = cli("train", tmp_path / "events.npy", "--epochs", 1, "--seed", 0, "--out", tmp_path / "m",
+                         "--device", "cpu", "--threads", 1)
+    assert code == 0 and "(read as a table)" in out, err
+    assert aelab.load(tmp_path / "m").scaler_.offset.size == 57
+    code, out, err = cli("train", tmp_path / "events.npy", "--epochs", 1, "--seed", 0, "--out", tmp_path / "i",
+                         "--input-kind", "image")
+    assert code == 0 and "(read as images)" in out, err
+    assert aelab.load(tmp_path / "i").input_kind_ == "image"
+    code, out, err = cli("score", tmp_path / "m", tmp_path / "events.npy", "--out", tmp_path / "s.npy",
+                         "--device", "cpu")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"),
+                               aelab.load(tmp_path / "m").decision_function(events), rtol=1e-6)
+    code, out, err = cli("train", tmp_path / "events.npy", "--input-kind", "grid", "--out", tmp_path / "x")
+    assert code == 2 and "input-kind" in err and not (tmp_path / "x").exists()

@@ -42,6 +42,10 @@ def options() -> argparse.ArgumentParser:
     g = p.add_argument_group("general")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries, only errors")
     g.add_argument("--debug", action="store_true", help="show the full traceback when something fails")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where models run: 'auto' (default) takes CUDA when present, or $AELAB_DEVICE when set")
+    g.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for PyTorch (default: PyTorch's own choice, one per core)")
     return p
 
 
@@ -174,10 +178,10 @@ def read_labels(spec: str | None, n: int) -> np.ndarray | None:
     return y
 
 
-def load_model(path: str):
+def load_model(path: str, device: str = "auto"):
     from ..estimators import load
 
-    return load(path)
+    return load(path, device=device)
 
 
 def check_out(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:
@@ -262,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
     """Call the command; turn errors into a one-line message and an exit code."""
     prog = f"aelab {args.command}"
     try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

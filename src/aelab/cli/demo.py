@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, positive_int, progress
+from ._common import add_command, progress
 
 
 def register(sub) -> None:
@@ -15,13 +15,11 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", default="demo-output", metavar="DIR", help="output folder (default: demo-output)")
     p.add_argument("--quick", action="store_true", help="a few seconds' version with tiny models, for testing")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST IDX files, to use the full 70,000 digits")
-    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                   help="CPU threads for PyTorch (default: 1, fastest for these small models on a shared machine)")
 
 
 def demo(args) -> int:
     from ..tutorial import run_tutorial
 
     run_tutorial(args.out, quick=args.quick, data_dir=args.data_dir, progress=progress(args),
-                 echo=None if args.quiet else print, threads=args.threads)
+                 echo=None if args.quiet else print, threads=args.threads or 1)  # 1 unless --threads: fastest for these small models
     return 0

@@ -46,7 +46,7 @@ def register(sub) -> None:
 def encode(args) -> int:
     from ..latent import encode_to_file
 
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     check_out(args.out)
     X = read_source(args.data, args.stream)
     if is_source(X) and Path(args.out).suffix.lower() in ROW_STREAM_EXTENSIONS:
@@ -61,7 +61,7 @@ def encode(args) -> int:
 
 
 def decode(args) -> int:
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     check_out(args.out)
     X = est.inverse_transform(read_data(args.codes))
     write_out(args.out, X)
@@ -70,7 +70,7 @@ def decode(args) -> int:
 
 
 def generate(args) -> int:
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     check_out(args.out)
     X = est.sample(args.n, random_state=args.seed)
     write_out(args.out, X)
@@ -82,7 +82,7 @@ def cluster(args) -> int:
     from ..latent import cluster as cluster_codes
     from ..report import format_table
 
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     if args.out:
         check_out(args.out)
     X = read_data(args.data)

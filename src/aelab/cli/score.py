@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 
 def score(args) -> int:
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     check_out(args.out)
     X = read_source(args.data, args.stream)
     # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
@@ -59,7 +59,7 @@ def score(args) -> int:
 def evaluate(args) -> int:
     from ..report import detection_rows, format_table
 
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     X = read_source(args.data, args.stream)
     y = read_labels(args.labels, len(X))
     print(format_table(detection_rows(y, est.decision_function(X, score=args.score))))
@@ -69,7 +69,7 @@ def evaluate(args) -> int:
 def report(args) -> int:
     from ..report import model_report, write_report
 
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     check_out(args.out, (".html", ".htm"))
     X = read_data(args.data)
     sections = model_report(est, X, read_labels(args.labels, len(X)))
@@ -81,6 +81,6 @@ def report(args) -> int:
 def cost(args) -> int:
     from ..nn import cost as model_cost, format_cost
 
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     print(format_cost(model_cost(est)))
     return 0

@@ -34,6 +34,10 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="maximum training epochs (not for pca)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (random_state), for reproducible results")
     p.add_argument("--config", "-c", metavar="FILE", help="estimator parameters in a .toml, .yaml or .json file")
+    p.add_argument("--input-kind", choices=("auto", "table", "image"),
+                   help="how to read DATA: 'auto' (default) reads 3-D arrays whose values look like pixels "
+                        "(uint8, in [0, 1], or whole numbers in [0, 255]) as greyscale images and other 3-D "
+                        "arrays, such as collider events (n, objects, features), as tables")
     p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
 
     p = add_command(sub, "threshold", threshold, "set a model's threshold from known-normal data and save it",
@@ -53,7 +57,8 @@ def _estimator(args):
     cls = getattr(aelab, cls_name)
     valid = list(cls().get_params())
     flags = {"n_components" if args.model == "pca" else "latent_dim": args.latent_dim, "epochs": args.epochs,
-             "random_state": args.seed, "verbose": progress(args) if "verbose" in valid else None}
+             "random_state": args.seed, "verbose": progress(args) if "verbose" in valid else None,
+             "input_kind": args.input_kind, "device": None if args.device == "auto" else args.device}
     if args.epochs is not None and "epochs" not in valid:
         raise ConfigError(f"--epochs does not apply to --model {args.model}: it is fitted in closed form. Drop --epochs.")
     params = {**preset, **read_config(args.config, valid), **{k: v for k, v in flags.items() if v is not None}}
@@ -69,14 +74,15 @@ def train(args) -> int:
     est.fit(X)
     est.save(out)
     loss = {k: v[-1] for k, v in est.history_.items() if v}
-    say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])}{streamed(X)}"
+    say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])} "
+              f"(read as {'images' if est.input_kind_ == 'image' else 'a table'}){streamed(X)}"
               + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
                  if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
     return 0
 
 
 def threshold(args) -> int:
-    est = load_model(args.model)
+    est = load_model(args.model, args.device)
     X = read_source(args.normal_data, args.stream)
     est.set_threshold(X, fpr=args.fpr, contamination=args.contamination)
     est.save(args.model)
