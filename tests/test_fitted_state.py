@@ -251,3 +251,78 @@ def test_cost_counts_functional_products_of_pca(blobs):
     pca = aelab.PCA(n_components=3).fit(blobs[0])
     c = cost(pca, latency_runs=0)
     assert c["params"] == 0 and c["macs"] == 2 * 8 * 3  # encode 8 -> 3, decode 3 -> 8
+
+
+def test_thread_count_is_scoped_to_the_estimators_own_calls(blobs):
+    X, _ = blobs
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        est = aelab.Autoencoder(epochs=1, random_state=0, n_threads=1).fit(X)
+        assert torch.get_num_threads() == 2
+        seen = []
+        est.model_.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+        est.decision_function(X)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(ConfigError, match="n_threads"):
+            aelab.PCA(n_threads=0).fit(X)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_cli_train_gives_the_same_model_family_streamed_or_not(tmp_path, monkeypatch):
+    """Was: `aelab train data.npy` changed scaler, output and score at 256 MiB, when it began to stream."""
+    from aelab.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(12_000, 4)).astype(np.float32)
+    X[10_000:] *= 3
+    np.save(tmp_path / "x.npy", X)
+    models = {}
+    for stream in ("always", "never"):
+        assert main(["train", str(tmp_path / "x.npy"), "--epochs", "1", "--seed", "0", "--stream", stream,
+                     "--out", str(tmp_path / stream), "--quiet"]) == 0
+        models[stream] = aelab.load(tmp_path / stream)
+    a, b = models["always"], models["never"]
+    assert (a.scaler_.kind, a.model_cfg_.output, a.score_) == (b.scaler_.kind, b.model_cfg_.output, b.score_) \
+        == ("standard", "identity", "mse+latent")
+    assert set(a.history_) == set(b.history_) == {"loss", "val_loss"}
+
+
+def test_model_folders_of_format_1_still_load(blobs, tmp_path):
+    import json
+
+    X, _ = blobs
+    est = aelab.Autoencoder(epochs=2, random_state=0, anomaly_score="mse").fit(X)
+    est.save(tmp_path / "m")
+    cfg_file = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    assert cfg["format_version"] == 2
+    # what aelab 0.1 wrote: format 1, the parameter 'score', no input_kind
+    cfg["format_version"] = 1
+    cfg["params"]["score"] = cfg["params"].pop("anomaly_score")
+    del cfg["fitted"]["input_kind"]
+    cfg_file.write_text(json.dumps(cfg))
+    old = aelab.load(tmp_path / "m")
+    assert old.anomaly_score == "mse" and old.input_kind_ == "table"
+    np.testing.assert_array_equal(old.decision_function(X), est.decision_function(X))
+    cfg["format_version"] = 3
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(aelab.exceptions.PersistenceError, match="Upgrade aelab"):
+        aelab.load(tmp_path / "m")
+
+
+def test_set_params_and_config_files_accept_the_old_score_name(blobs, tmp_path):
+    from aelab.cli import main
+
+    est = aelab.VAE()
+    with pytest.warns(FutureWarning, match="anomaly_score"):
+        est.set_params(score="kl")
+    assert est.anomaly_score == "kl"
+    X, _ = blobs
+    np.save(tmp_path / "x.npy", X)
+    (tmp_path / "ae.toml").write_text('score = "mse"\nepochs = 1\n')
+    with pytest.warns(FutureWarning):
+        assert main(["train", str(tmp_path / "x.npy"), "--config", str(tmp_path / "ae.toml"),
+                     "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert aelab.load(tmp_path / "m").score_ == "mse"

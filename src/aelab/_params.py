@@ -58,6 +58,7 @@ class ParamsBase:
         """
         valid = self._get_param_names()
         nested: dict[str, dict] = {}
+        params = self._renamed(params)
         for key, value in params.items():
             name, sep, sub = key.partition("__")
             if name not in valid:
@@ -71,6 +72,24 @@ class ParamsBase:
         for name, sub_params in nested.items():
             getattr(self, name).set_params(**sub_params)
         return self
+
+    #: old parameter name -> new one; the old name still works, with a FutureWarning
+    _renamed_params: dict[str, str] = {}
+
+    def _renamed(self, params: dict) -> dict:
+        """``params`` with deprecated names replaced by the current ones (FutureWarning)."""
+        out = dict(params)
+        for old, new in self._renamed_params.items():
+            if old in out:
+                if new in out:
+                    raise ConfigError(f"pass {new}=... only; {old}=... is its deprecated old name.")
+                import warnings
+
+                warnings.warn(f"{type(self).__name__}: the parameter {old!r} is now {new!r}; the old name "
+                              f"will be removed in aelab 0.3 ({old!r} is scikit-learn's score() method).",
+                              FutureWarning, stacklevel=3)
+                out[new] = out.pop(old)
+        return out
 
     def fit_transform(self, X, y=None, **fit_params):
         """``fit(X)`` then ``transform(X)``: the latent codes of the training data."""

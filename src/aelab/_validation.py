@@ -38,6 +38,9 @@ def check_array(
 ) -> np.ndarray:
     """Return ``X`` as a finite float array of shape (n, d), (n, h, w) or (n, c, h, w).
 
+    ``dtype=None`` keeps float64 (and integers wider than 16 bits, as float64) so that the
+    scaler can subtract large offsets exactly; everything else becomes float32.
+
     Raises :class:`~aelab.exceptions.DataError` for non-numeric data, NaN or inf,
     a wrong number of dimensions, or fewer than ``min_samples`` rows.
     """
@@ -84,6 +87,9 @@ def check_array(
                         "that produced it.")
     # contiguous (torch cannot take negative strides such as Z[::-1]) and writable (a read-only
     # memmap from read_array)
+    if dtype is None:
+        wide = arr.dtype == np.float64 or (arr.dtype.kind in "iu" and arr.dtype.itemsize > 2)
+        dtype = np.float64 if wide else np.float32
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if not arr.flags.writeable:
         arr = arr.copy()

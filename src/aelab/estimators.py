@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -34,6 +33,9 @@ from .training import permuted_batches, resolve_device, train, validation_split
 
 __all__ = ["Autoencoder", "VAE", "PCA", "load"]
 
+#: A streamed fit keeps its validation rows in memory up to this size, and re-reads them each epoch above it.
+VAL_CACHE_BYTES = 64 * 2**20
+
 #: Parameters renamed in 0.2: old name -> new name (the old one still works, with a FutureWarning).
 RENAMED_PARAMS = {"score": "anomaly_score"}
 
@@ -47,15 +49,25 @@ def _accepts_renamed(init):
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
-        for old, new in RENAMED_PARAMS.items():
-            if old in kwargs:
-                if new in kwargs:
-                    raise ConfigError(f"pass {new}=... only; {old}=... is its deprecated old name.")
-                warnings.warn(f"{type(self).__name__}({old}=...) is deprecated and will be removed in aelab 0.3; "
-                              f"use {new}=... ({old!r} is scikit-learn's score() method).", FutureWarning,
-                              stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
-        init(self, *args, **kwargs)
+        init(self, *args, **self._renamed(kwargs))
+
+    return wrapper
+
+
+def _in_threads(method):
+    """Run ``method`` with ``torch.set_num_threads(self.n_threads)``, restoring the caller's setting after."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        n = getattr(self, "n_threads", None)
+        if n is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            return method(self, *args, **kwargs)  # None, or a bad value that fit's validation reports
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(n))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
 
     return wrapper
 
@@ -110,11 +122,13 @@ class _Base(ParamsBase):
         return self.__dict__["_fitted"]
 
     # ------------------------------------------------------------------ public API
+    @_in_threads
     def transform(self, X) -> np.ndarray:
         """Latent codes, shape (n, latent_dim); for the VAE, the posterior mean mu."""
         f = self._state()
         return f.map(X, lambda x: f.model.encode(x)[0], type(self).__name__, np.float32)
 
+    @_in_threads
     def inverse_transform(self, Z) -> np.ndarray:
         """Decode codes ``Z`` (n, latent_dim) to data in the input's shape and units."""
         f = self._state()
@@ -124,11 +138,13 @@ class _Base(ParamsBase):
                    for i in range(0, Z.shape[0], EVAL_ROWS)]
         return f.from_net(np.concatenate(out))
 
+    @_in_threads
     def reconstruct(self, X) -> np.ndarray:
         """``inverse_transform(transform(X))``: reconstructions in the input's shape and units."""
         f = self._state()
         return f.from_net(f.map(X, lambda x: f.model(x).x_hat, type(self).__name__))
 
+    @_in_threads
     def decision_function(self, X, score: str | None = None) -> np.ndarray:
         """Anomaly score per sample; HIGHER means MORE ANOMALOUS.
 
@@ -143,6 +159,7 @@ class _Base(ParamsBase):
         """scikit-learn convention (higher = more normal): ``-decision_function(X)``."""
         return -self.decision_function(X)
 
+    @_in_threads
     def score(self, X, y=None) -> float:
         """Goodness of fit on ``X``, higher is better (scikit-learn's model-selection convention).
 
@@ -154,6 +171,7 @@ class _Base(ParamsBase):
         """
         return -float(np.mean(self.decision_function(X, score="elbo" if self._variational else "mse")))
 
+    @_in_threads
     def feature_errors(self, X) -> np.ndarray:
         """Per-feature (per-pixel) squared reconstruction error in scaled units, in X's shape.
 
@@ -165,6 +183,7 @@ class _Base(ParamsBase):
         f = self._state()
         return f.layout.from_net(f.map(X, lambda x: feature_errors_batch(f.model, x), type(self).__name__))
 
+    @_in_threads
     def set_threshold(self, X=None, fpr: float | None = None, contamination: float | None = None):
         """Set ``threshold_`` from known-normal data at a target false-positive rate, or by contamination.
 
@@ -189,6 +208,7 @@ class _Base(ParamsBase):
     def fit_predict(self, X, y=None) -> np.ndarray:
         return self.fit(X).predict(X)
 
+    @_in_threads
     def sample(self, n: int, random_state=None) -> np.ndarray:
         """Draw ``n`` new examples: decode codes from the prior (VAE) or a Gaussian fitted to training codes."""
         f = self._state()
@@ -209,6 +229,7 @@ class _Base(ParamsBase):
         save(path, type(self).__name__, self.get_params(), self._state())
 
     # ------------------------------------------------------------------ fitting
+    @_in_threads
     def fit(self, X, y=None):
         """Fit on ``X``: an array (n, d), images (n, h, w) / (n, c, h, w), or a chunked source.
 
@@ -224,11 +245,11 @@ class _Base(ParamsBase):
                 raise DataError(f"X has {n} rows; at least 2 are required to fit.")
             stats = RunningStats()
             for chunk in X.iter_chunks():
-                stats.update(check_array(chunk, name="a chunk of X"))
+                stats.update(check_array(chunk, name="a chunk of X", dtype=None))
             stats.dtype = np.dtype(X.dtype)
         else:
             dtype = input_dtype(X)
-            data = check_array(X, min_samples=2)
+            data = check_array(X, min_samples=2, dtype=None)
             n, shape = data.shape[0], data.shape
             stats = RunningStats.of(data)
             stats.dtype = dtype
@@ -270,6 +291,9 @@ class _Base(ParamsBase):
             raise ConfigError(f"scaler={self.scaler!r} is not known; expected 'auto', 'standard', 'minmax' or 'none'.")
         if getattr(self, "input_kind", "auto") not in INPUT_KINDS:
             raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
+        n = getattr(self, "n_threads", None)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ConfigError(f"n_threads must be a positive integer or None (PyTorch's own setting), got {n!r}.")
         if not (0 < self.contamination <= 0.5):
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
         check_score(self.anomaly_score, self._variational, type(self).__name__, allow_auto=True)
@@ -354,6 +378,10 @@ class Autoencoder(_Base):
     random_state : int or None
         Seed for weights, batches, noise and the validation split (deterministic on CPU).
     device : {"auto", "cpu", "cuda"}
+        "auto": $AELAB_DEVICE when set, else CUDA when present, else the CPU.
+    n_threads : int or None
+        CPU threads for PyTorch during this estimator's own calls (fit, transform, scores,
+        ...); the caller's setting is restored after each. None keeps PyTorch's setting.
     verbose : bool
         Show a progress bar.
 
@@ -371,7 +399,7 @@ class Autoencoder(_Base):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto", verbose=False):
+                 input_kind="auto", random_state=None, device="auto", n_threads=None, verbose=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.arch = arch
@@ -396,6 +424,7 @@ class Autoencoder(_Base):
         self.input_kind = input_kind
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
         self.verbose = verbose
 
     # ------------------------------------------------------------------ settings
@@ -518,20 +547,31 @@ class Autoencoder(_Base):
             train_rows = ~val_rows if len(val_idx) else None
 
             def net(block):
-                return torch.from_numpy(draft.to_net(check_array(block, name="a batch of X"))).to(dev)
+                return torch.from_numpy(draft.to_net(check_array(block, name="a batch of X", dtype=None))).to(dev)
 
             def batches(epoch):
                 for b in data.iter_shuffled_batches(cfg.batch_size, rng, rows=train_rows):
                     yield net(b)
 
-            def val_blocks():
+            def stream_val_blocks():
                 for chunk in data.iter_masked_chunks(val_rows):
                     for i in range(0, len(chunk), EVAL_ROWS):
                         yield net(chunk[i : i + EVAL_ROWS])
+
+            # validation rows that fit in VAL_CACHE_BYTES are read once and kept (in the network's
+            # float32 layout); larger ones are streamed again each epoch
+            if len(val_idx) * 4 * draft.layout.n_features <= VAL_CACHE_BYTES:
+                cached = list(stream_val_blocks()) if len(val_idx) else []
+
+                def val_blocks():
+                    return iter(cached)
+            else:
+                val_blocks = stream_val_blocks
         else:
             Xn = torch.from_numpy(draft.to_net(data)).to(dev)
             Xt = Xn[train_idx.to(dev)] if len(val_idx) else Xn
             Xv = Xn[val_idx.to(dev)]
+            del Xn  # with a validation split Xt and Xv are copies: keep one copy of the data
 
             def batches(epoch):
                 return permuted_batches(Xt, cfg.batch_size, gen)
@@ -596,14 +636,14 @@ class VAE(Autoencoder):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto", verbose=False):
+                 input_kind="auto", random_state=None, device="auto", n_threads=None, verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
                          activation=activation, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
                          patience=patience, scaler=scaler, input_kind=input_kind, random_state=random_state,
-                         device=device, verbose=verbose)
+                         device=device, n_threads=n_threads, verbose=verbose)
         self.beta = beta
 
     def _validate_params_(self) -> None:
@@ -624,7 +664,7 @@ class PCA(_Base):
 
     @_accepts_renamed
     def __init__(self, n_components=None, anomaly_score="auto", contamination=0.1, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto"):
+                 input_kind="auto", random_state=None, device="auto", n_threads=None):
         self.n_components = n_components
         self.anomaly_score = anomaly_score
         self.contamination = contamination
@@ -632,6 +672,7 @@ class PCA(_Base):
         self.input_kind = input_kind
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
 
     def _validate_params_(self) -> None:
         super()._validate_params_()
@@ -656,13 +697,13 @@ class PCA(_Base):
         moments = RunningStats(covariance=True)
         blocks = data.iter_chunks() if is_source(data) else (data[i : i + EVAL_ROWS] for i in range(0, n, EVAL_ROWS))
         for block in blocks:
-            moments.update(draft.to_net(check_array(block, name="a chunk of X")))
+            moments.update(draft.to_net(check_array(block, name="a chunk of X", dtype=None)))
         draft.model.fit_moments(moments.mean, moments.m2, moments.n)
         return {"loss": [], "val_loss": []}, None
 
     def _latent_gaussian(self, model):
         # the principal coordinates are centred, with the explained variances as variances
-        def gaussian(n, s1, s2):
+        def gaussian():
             var = model.explained_variance.cpu().numpy().astype(np.float64)
             return np.zeros(len(var)), np.diag(var)
 
@@ -696,7 +737,7 @@ def load(path, device: str = "auto"):
             params[k] = tuple(params[k])
     try:
         est = cls(**params)
-        fitted = state(resolve_score(est.anomaly_score, "standard"))
+        fitted = state(est.anomaly_score)
     except PersistenceError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

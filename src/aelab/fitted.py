@@ -22,7 +22,7 @@ from ._validation import check_array, check_sample_shape, is_source
 from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
-from .preprocessing import Scaler
+from .preprocessing import RunningStats, Scaler
 from .scoring import FITTED_SCORES, RECON_MEAN_SCORES, latent_precision, mahalanobis, score_batch
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
@@ -30,7 +30,7 @@ __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
 EVAL_ROWS = 4096  # rows per forward pass when scoring or encoding
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fitted:
     """The fitted state of one estimator (frozen: a change makes a new object)."""
 
@@ -77,12 +77,12 @@ class Fitted:
 
             def chunks():
                 for chunk in X.iter_chunks():
-                    chunk = check_array(chunk, name="a chunk of X")
+                    chunk = check_array(chunk, name="a chunk of X", dtype=None)
                     for i in range(0, chunk.shape[0], EVAL_ROWS):
                         yield self.to_net(chunk[i : i + EVAL_ROWS])
 
             return len(X), chunks()
-        Xv = check_array(X)
+        Xv = check_array(X, dtype=None)
         check_sample_shape(Xv, self.layout.input_shape, owner)
         return Xv.shape[0], (self.to_net(Xv[i : i + EVAL_ROWS]) for i in range(0, Xv.shape[0], EVAL_ROWS))
 
@@ -144,8 +144,11 @@ class Fitted:
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], device: torch.device,
-                   default_score: str) -> "Fitted":
+                   anomaly_score: str) -> "Fitted":
+        """The inverse of :meth:`to_state`; ``anomaly_score`` (the estimator's parameter) resolves the
+        default score of folders that predate ``score_``."""
         from .models import build_model
+        from .scoring import resolve_score
 
         fitted = config["fitted"]
         shape = tuple(int(v) for v in fitted["input_shape"])
@@ -159,7 +162,8 @@ class Fitted:
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True)
         return cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
-                   recon_kind=fitted["recon_kind"], score=fitted.get("score") or default_score,
+                   recon_kind=fitted["recon_kind"],
+                   score=fitted.get("score") or resolve_score(anomaly_score, config["scaler"]["kind"]),
                    latent_mean=tensors["latent_mean"].numpy(), latent_cov=tensors["latent_cov"].numpy(),
                    recon_means=tensors["recon_means"].numpy() if "recon_means" in tensors else None,
                    decision_scores=tensors["decision_scores"].numpy(), threshold=float(fitted["threshold"]),
@@ -176,24 +180,22 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     scores combined from them exactly as :func:`score_batch` combines them (no second
     pass). A streamed source keeps nothing per sample (bounded memory); its fitted
     training scores need a second streamed pass, which the caller makes.
-    ``latent_gaussian(n, s1, s2)`` overrides the Gaussian (PCA's is its own).
+    ``latent_gaussian()`` overrides the Gaussian (PCA's is its own).
     Returns a dict with latent_mean, latent_cov, recon_means and decision_scores (None when
     a second pass is needed).
     """
     keep = not is_source(X)
     direct = score not in FITTED_SCORES
     codes, recon = [], []
-    acc = {"n": 0, "s1": 0.0, "s2": 0.0, "r": 0.0}
+    acc = {"n": 0, "r": 0.0, "codes": RunningStats(covariance=True)}
 
     def collect(x):
         out = model(x)
         z = (out.mu if out.mu is not None else out.z).cpu()
         r = torch.stack([score_batch(model, x, s, recon_kind, out=out).double()
                          for s in RECON_MEAN_SCORES], 1).cpu()
-        z64 = z.double()
         acc["n"] += z.shape[0]
-        acc["s1"] = acc["s1"] + z64.sum(0).numpy()
-        acc["s2"] = acc["s2"] + (z64.T @ z64).numpy()
+        acc["codes"].update(z.numpy())
         acc["r"] = acc["r"] + r.sum(0).numpy()
         if keep:
             codes.append(z)
@@ -201,12 +203,12 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
         return score_batch(model, x, score, recon_kind, out=out) if direct else None
 
     direct_scores = map_fn(X, collect, np.float64)
-    n = acc["n"]
+    n, codes_stats = acc["n"], acc["codes"]
     if latent_gaussian is not None:
-        mean, cov = latent_gaussian(n, acc["s1"], acc["s2"])
-    else:
-        mean = acc["s1"] / n
-        cov = np.atleast_2d((acc["s2"] - n * np.outer(mean, mean)) / max(n - 1, 1))
+        mean, cov = latent_gaussian()
+    else:  # merged chunk by chunk (Chan et al.), stable where sum(z z^T) - n m m^T is not
+        mean = codes_stats.mean
+        cov = np.atleast_2d(codes_stats.m2 / max(n - 1, 1))
     out = {"latent_mean": mean, "latent_cov": cov, "recon_means": acc["r"] / n, "decision_scores": None}
     if direct:
         out["decision_scores"] = direct_scores

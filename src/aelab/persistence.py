@@ -28,7 +28,8 @@ import torch
 from .exceptions import PersistenceError
 
 FORMAT = "aelab-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fitted.input_kind and params.anomaly_score (aelab 0.2); version 1 still loads
+_READABLE_VERSIONS = (1, 2)
 _FILES = ("config.json", "weights.safetensors", "meta.json")
 _MAX_JSON_BYTES = 64 * 2**20
 
@@ -109,7 +110,7 @@ def _read_json(file: Path) -> dict:
 def read(path, device: str, classes: list[str]):
     """Read a model folder written by :func:`save`.
 
-    Returns ``(class name, constructor parameters, state)`` where ``state(default_score)``
+    Returns ``(class name, constructor parameters, state)`` where ``state(anomaly_score)``
     builds the :class:`aelab.fitted.Fitted` on ``device`` ("auto", "cpu" or "cuda").
     :func:`aelab.load` turns them into an estimator. Raises
     :class:`~aelab.exceptions.PersistenceError` for anything that is not a valid model
@@ -126,10 +127,10 @@ def read(path, device: str, classes: list[str]):
         raise PersistenceError(f"no model folder at {str(path)!r}; pass the folder written by est.save(path).")
     cfg = _read_json(path / "config.json")
     _read_json(path / "meta.json")
-    if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
+    if cfg.get("format") != FORMAT or cfg.get("format_version") not in _READABLE_VERSIONS:
         raise PersistenceError(f"{str(path / 'config.json')!r} is not an aelab model config of format version "
-                               f"{FORMAT_VERSION} (found format={cfg.get('format')!r}, "
-                               f"version={cfg.get('format_version')!r}).")
+                               f"{' or '.join(map(str, _READABLE_VERSIONS))} (found format={cfg.get('format')!r}, "
+                               f"version={cfg.get('format_version')!r}). A newer aelab wrote it? Upgrade aelab.")
     if cfg.get("class") not in classes:
         raise PersistenceError(f"unknown estimator class {cfg.get('class')!r}; expected one of {sorted(classes)}.")
     wfile = path / "weights.safetensors"
@@ -144,4 +145,4 @@ def read(path, device: str, classes: list[str]):
     params = cfg.get("params")
     if not isinstance(params, dict):
         raise PersistenceError(f"the model folder {str(path)!r} is inconsistent: config.json has no parameters.")
-    return cfg["class"], dict(params), lambda default_score: Fitted.from_state(cfg, tensors, dev, default_score)
+    return cfg["class"], dict(params), lambda anomaly_score: Fitted.from_state(cfg, tensors, dev, anomaly_score)

@@ -52,6 +52,8 @@ def as_images(X: Any) -> np.ndarray | None:
         return X
     if X.ndim == 4 and X.shape[1] in (1, 3):
         return X[:, 0] if X.shape[1] == 1 else X.transpose(0, 2, 3, 1)
+    if X.ndim == 4 and X.shape[-1] in (1, 3):  # channels last
+        return X[..., 0] if X.shape[-1] == 1 else X
     return None
 
 

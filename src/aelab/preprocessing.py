@@ -132,22 +132,32 @@ class Scaler:
             offset, scale = np.zeros_like(np.asarray(lo, np.float64)), np.ones_like(np.asarray(lo, np.float64))
         offset, scale = np.asarray(offset, np.float64), np.asarray(scale, np.float64)
         scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(offset)), scale, 1.0)
-        self.offset = np.atleast_1d(np.asarray(offset, np.float32))
-        self.scale = np.atleast_1d(np.asarray(scale, np.float32))
+        self.offset = np.atleast_1d(offset)
+        self.scale = np.atleast_1d(scale)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Scale ``X`` (n, ...); per-column offsets apply to the flattened row."""
-        X = np.asarray(X, np.float32)
-        if self.offset.size > 1:
-            return ((X.reshape(X.shape[0], -1) - self.offset) / self.scale).astype(np.float32, copy=False).reshape(X.shape)
-        return ((X - self.offset) / self.scale).astype(np.float32, copy=False)
+        """Scale ``X`` (n, ...) to float32; per-column offsets apply to the flattened row.
+
+        float64 input is scaled in float64 before the cast, so large offsets (say values
+        around 1e7 that vary by 1) keep their digits.
+        """
+        X = np.asarray(X)
+        work = np.float64 if X.dtype == np.float64 else np.float32
+        X = X.astype(work, copy=False)
+        offset, scale = self.offset.astype(work), self.scale.astype(work)
+        if offset.size > 1:
+            out = (X.reshape(len(X), offset.size) - offset) / scale
+            return out.astype(np.float32, copy=False).reshape(X.shape)
+        return ((X - offset) / scale).astype(np.float32, copy=False)
 
     def inverse_transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, np.float32)
         if self.offset.size > 1:
-            return (X.reshape(X.shape[0], -1) * self.scale + self.offset).reshape(X.shape)
-        return X * self.scale + self.offset
+            out = (X.reshape(len(X), self.offset.size) * self.scale + self.offset).reshape(X.shape)
+        else:
+            out = X * self.scale + self.offset
+        return out.astype(np.float32, copy=False)
 
     def state(self) -> dict:
         return {"offset": self.offset, "scale": self.scale}
@@ -158,8 +168,8 @@ class Scaler:
     @classmethod
     def from_state(cls, config: dict, state: dict) -> "Scaler":
         sc = cls(config["kind"], config["per_feature"])
-        sc.offset = np.asarray(state["offset"], np.float32)
-        sc.scale = np.asarray(state["scale"], np.float32)
+        sc.offset = np.asarray(state["offset"], np.float64)
+        sc.scale = np.asarray(state["scale"], np.float64)
         return sc
 
 

@@ -183,7 +183,8 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
             tables={"data and scores": overview, "settings": [{"parameter": k, "value": v} for k, v in params.items()]},
         )
     ]
-    images = plots.as_images(X)
+    # reconstructions are drawn for what the model read as images (the fitted layout), never for tables
+    images = plots.as_images(X) if estimator.input_kind_ == "image" else None
     if images is not None:
         rec = estimator.reconstruct(X[:10])
         sections.append(
@@ -204,7 +205,7 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
     if binary:
         score_sec.text += " Label 1 marks the anomalies: the ROC curve shows how well the score separates them."
         score_sec.tables["detection metrics"] = detection_rows(y, scores)
-        score_sec.figures["ROC curve (log FPR)"] = plots.roc_curves(y, {str(estimator.score): scores})
+        score_sec.figures["ROC curve (log FPR)"] = plots.roc_curves(y, {str(estimator.score_): scores})
     sections.append(score_sec)
     keep = np.random.default_rng(0).permutation(len(X))[:max_points]
     Z = estimator.transform(X[keep])

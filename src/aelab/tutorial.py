@@ -61,10 +61,11 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 class _Tutorial:
     """One run: the data, the settings and the models fitted so far (steps reuse them)."""
 
-    def __init__(self, settings: _Settings, data_dir, progress: bool, random_state: int):
+    def __init__(self, settings: _Settings, data_dir, progress: bool, random_state: int, threads: int | None,
+                 device: str = "auto"):
         from .datasets import load_mnist
 
-        self.s, self.progress, self.seed = settings, progress, random_state
+        self.s, self.progress, self.seed, self.threads, self.device = settings, progress, random_state, threads, device
         if data_dir is None:
             X, y = load_mnist("sample")
             perm = np.random.default_rng(random_state).permutation(len(X))[: settings.n_max]
@@ -81,6 +82,7 @@ class _Tutorial:
         """Fit ``est`` on ``X`` (default: the training digits) and keep it as ``models[name]``."""
         if "verbose" in est.get_params():
             est.set_params(verbose=self.progress)
+        est.set_params(n_threads=self.threads, device=self.device)  # threads scoped to the estimator's own calls
         self.models[name] = est.fit(self.Xtr if X is None else X)
         return est
 
@@ -303,6 +305,7 @@ def run_tutorial(
     echo: Callable[[str], Any] | None = print,
     random_state: int = 0,
     threads: int | None = 1,
+    device: str = "auto",
 ) -> dict[str, list[dict]]:
     """Run the six steps, print a table per step and write ``out_dir/report.html``.
 
@@ -314,8 +317,9 @@ def run_tutorial(
     progress : show a progress bar per training.
     echo : called with each table as text (None: silent).
     random_state : seed of the split, the models and the noise (results are reproducible on CPU).
-    threads : CPU threads for PyTorch during the run (restored afterwards); None keeps the current
-        setting. The default, 1, is about as fast for these small models on an idle machine and
+    device : where the models run ("auto", "cpu" or "cuda").
+    threads : CPU threads for PyTorch in every model's calls (the estimators' ``n_threads``: the
+        caller's setting is restored after each call); None keeps the current setting. The default, 1, is about as fast for these small models on an idle machine and
         avoids the large slowdowns of several busy-waiting threads on a shared one.
 
     Returns
@@ -323,20 +327,12 @@ def run_tutorial(
     dict mapping "compression", "denoising", "sparsity", "clustering", "anomaly",
     "threshold" and "generation" to tables (lists of row dicts).
     """
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _run(out_dir, quick, data_dir, progress, echo or (lambda text: None), random_state)
-    finally:
-        torch.set_num_threads(previous)
+    return _run(out_dir, quick, data_dir, progress, echo or (lambda text: None), random_state, threads, device)
 
 
-def _run(out_dir, quick, data_dir, progress, say, random_state) -> dict[str, list[dict]]:
+def _run(out_dir, quick, data_dir, progress, say, random_state, threads, device) -> dict[str, list[dict]]:
     start = time.perf_counter()
-    run = _Tutorial(QUICK if quick else FULL, data_dir, progress, random_state)  # fails early on bad data
+    run = _Tutorial(QUICK if quick else FULL, data_dir, progress, random_state, threads, device)  # fails early on bad data
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say(f"aelab demo: {len(run.Xtr)} training and {len(run.Xte)} test digits" + (" (quick)" if quick else ""))

@@ -21,5 +21,5 @@ def demo(args) -> int:
     from ..tutorial import run_tutorial
 
     run_tutorial(args.out, quick=args.quick, data_dir=args.data_dir, progress=progress(args),
-                 echo=None if args.quiet else print, threads=args.threads or 1)  # 1 unless --threads: fastest for these small models
+                 echo=None if args.quiet else print, threads=args.threads or 1, device=args.device)  # 1 unless --threads: fastest for these small models
     return 0

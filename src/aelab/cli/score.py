@@ -51,7 +51,7 @@ def score(args) -> int:
     # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
     scores = est.decision_function(X, score=args.score)
     write_out(args.out, scores)
-    say(args, f"wrote {len(scores)} {args.score or getattr(est, 'score_', est.score)} scores{streamed(X)} to {args.out} "
+    say(args, f"wrote {len(scores)} {args.score or est.score_} scores{streamed(X)} to {args.out} "
               f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")
     return 0
 

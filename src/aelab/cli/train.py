@@ -61,7 +61,9 @@ def _estimator(args):
              "input_kind": args.input_kind, "device": None if args.device == "auto" else args.device}
     if args.epochs is not None and "epochs" not in valid:
         raise ConfigError(f"--epochs does not apply to --model {args.model}: it is fitted in closed form. Drop --epochs.")
-    params = {**preset, **read_config(args.config, valid), **{k: v for k, v in flags.items() if v is not None}}
+    # a config file may still use a renamed parameter's old name (the estimator warns and maps it)
+    config = read_config(args.config, valid + list(cls._renamed_params))
+    params = {**preset, **config, **{k: v for k, v in flags.items() if v is not None}}
     return cls(**params)
 
 

@@ -158,11 +158,17 @@ class ArraySource:
 
 
     def _masked(self, start: int, stop: int, rows: np.ndarray | None) -> np.ndarray:
+        if rows is not None and len(rows) != len(self):
+            raise DataError(f"rows has {len(rows)} entries but the source has {len(self)} rows; pass one "
+                            "boolean per row.")
         block = self.read(start, stop)
         return block if rows is None else block[rows[start : start + len(block)]]
 
     def iter_masked_chunks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         """Consecutive chunks holding only the rows marked True in ``rows``, in order."""
+        if len(rows) != len(self):
+            raise DataError(f"rows has {len(rows)} entries but the source has {len(self)} rows; pass one "
+                            "boolean per row.")
         for start in range(0, len(self), self.chunk_rows):
             if rows[start : start + self.chunk_rows].any():
                 yield self._masked(start, start + self.chunk_rows, rows)

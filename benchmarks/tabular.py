@@ -1,0 +1,213 @@
+"""Tabular anomaly detection on every table in ../shared/data: a development protocol that cannot overfit.
+
+Data: the ADBench "Classical" files and the ODDS tables, each data set counted once (an
+ODDS table with the same number of rows, columns and anomalies as an ADBench file is the
+same data). Sets with more than --max-rows rows are subsampled once (stratified, seed 0),
+the same rows for every detector.
+
+Halves: the sets, sorted by name, are dealt alternately into a *tuning* half and a
+*confirmation* half. Defaults are chosen on the tuning half only and confirmed on the
+other; no setting may depend on a set's name or labels.
+
+Protocols (3 seeds each):
+  contaminated  PyOD's: fit on a random 60% of all rows (labels unseen), test on the other 40%.
+  normal-only   ADBench's semi-supervised one: fit on 60% of the normal rows, test on the
+                other normal rows and all anomalies.
+A standard scaler fitted on the training part is applied for every detector, as in PyOD's
+benchmark. Fit-plus-score seconds are recorded beside every AUROC.
+
+Results are cached per (detector, set, protocol, seed) in the JSON file, so peers run once
+and a new aelab variant adds its own rows:
+
+    python benchmarks/tabular.py                                   # everything missing
+    python benchmarks/tabular.py --models aelab-AE --variant plain='{"trim": 0}'
+
+Writes benchmarks/results/tabular.json and tabular.md. PyOD is a benchmark-only
+dependency (pip install 'aelab[bench]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import aelab
+from aelab.metrics import roc_auc
+
+PROTOCOLS = ("contaminated", "normal-only")
+
+
+# ---------------------------------------------------------------------- data
+def discover(data_dir: Path) -> dict[str, Path]:
+    """name -> file, every data set once (ADBench preferred over the same ODDS table)."""
+    out, seen = {}, {}
+    files = sorted((data_dir / "adbench_classical").glob("*.npz")) + sorted((data_dir / "odds_mat").glob("*.mat"))
+    for f in files:
+        X, y = load(f)
+        key = (X.shape[0], X.shape[1], int(y.sum()))
+        if key in seen:
+            continue
+        name = f.stem.split("_", 1)[1] if f.suffix == ".npz" and "_" in f.stem else f.stem
+        name = name.lower()
+        if name in out:
+            name = f"{name}-{f.suffix[1:]}"
+        seen[key] = name
+        out[name] = f
+    return out
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if path.suffix == ".npz":
+        d = np.load(path)
+        return np.asarray(d["X"], np.float64), np.asarray(d["y"]).astype(int).ravel()
+    return aelab.datasets.load_odds(str(path))
+
+
+def subsample(X, y, max_rows: int):
+    if len(X) <= max_rows:
+        return X, y
+    from sklearn.model_selection import train_test_split
+
+    X, _, y, _ = train_test_split(X, y, train_size=max_rows, stratify=y, random_state=0)
+    return X, y
+
+
+def halves(names: list[str]) -> dict[str, str]:
+    return {n: ("tuning" if i % 2 == 0 else "confirmation") for i, n in enumerate(sorted(names))}
+
+
+def split(X, y, protocol: str, seed: int):
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    if protocol == "contaminated":
+        Xa, Xb, ya, yb = train_test_split(X, y, test_size=0.4, random_state=seed)
+    else:
+        rng = np.random.default_rng(seed)
+        normal, anomal = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+        normal = rng.permutation(normal)
+        cut = int(round(0.6 * len(normal)))
+        Xa, ya = X[normal[:cut]], y[normal[:cut]]
+        test = np.r_[normal[cut:], anomal]
+        Xb, yb = X[test], y[test]
+    sc = StandardScaler().fit(Xa)
+    return sc.transform(Xa).astype(np.float32), sc.transform(Xb).astype(np.float32), yb
+
+
+# ---------------------------------------------------------------------- detectors
+def _peer(name: str, seed: int):
+    from sklearn.ensemble import IsolationForest
+    from sklearn.svm import OneClassSVM
+
+    if name == "IForest":
+        return IsolationForest(random_state=seed), -1
+    if name == "OCSVM":
+        return OneClassSVM(), -1
+    from pyod.models import auto_encoder, cblof, ecod, inne, knn, lof, pca, vae
+
+    return {
+        "KNN": lambda: knn.KNN(), "LOF": lambda: lof.LOF(), "ECOD": lambda: ecod.ECOD(),
+        "CBLOF": lambda: cblof.CBLOF(random_state=seed), "INNE": lambda: inne.INNE(random_state=seed),
+        "PyOD-AE": lambda: auto_encoder.AutoEncoder(random_state=seed, verbose=0),
+        "PyOD-VAE": lambda: vae.VAE(random_state=seed, verbose=0), "PyOD-PCA": lambda: pca.PCA(random_state=seed),
+    }[name](), 1
+
+
+PEERS = ["IForest", "OCSVM", "KNN", "LOF", "ECOD", "CBLOF", "INNE", "PyOD-AE", "PyOD-VAE", "PyOD-PCA"]
+AELAB = {"aelab-AE": aelab.Autoencoder, "aelab-VAE": aelab.VAE, "aelab-PCA": aelab.PCA}
+
+
+def fit_score(name: str, params: dict, seed: int, Xa, Xb) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name in AELAB:
+            model = AELAB[name](random_state=seed, **params).fit(Xa)
+            s = model.decision_function(Xb)
+        else:
+            model, sign = _peer(name, seed)
+            model.fit(Xa)
+            s = sign * model.decision_function(Xb)
+    return np.asarray(s, np.float64), time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------- tables
+def summary(results: dict, names: list[str], half_of: dict[str, str]) -> str:
+    detectors = sorted(results)
+    lines = []
+    for protocol in PROTOCOLS:
+        for half in ("tuning", "confirmation", "all"):
+            sets = [n for n in names if half == "all" or half_of[n] == half]
+            rows = []
+            for d in detectors:
+                cells = [results[d].get(f"{n}|{protocol}|{s}") for n in sets for s in range(3)]
+                if not cells or any(c is None for c in cells):
+                    continue
+                per_set = [np.mean([results[d][f"{n}|{protocol}|{s}"]["auc"] for s in range(3)]) for n in sets]
+                secs = [np.mean([results[d][f"{n}|{protocol}|{s}"]["seconds"] for s in range(3)]) for n in sets]
+                rows.append((float(np.mean(per_set)), d, float(np.median(secs)), float(np.mean(secs))))
+            if not rows:
+                continue
+            rows.sort(reverse=True)
+            lines += [f"### {protocol}, {half} ({len(sets)} sets, 3 seeds)", "",
+                      "| rank | detector | mean AUROC | median s | mean s |", "|---|---|---|---|---|"]
+            lines += [f"| {i + 1} | {d} | {a:.4f} | {m:.2f} | {mm:.2f} |" for i, (a, d, m, mm) in enumerate(rows)]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--models", nargs="+", default=list(AELAB) + PEERS)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="an aelab variant: the label NAME and constructor parameters, e.g. knn='{\"trim\": 0}'")
+    ap.add_argument("--sets", nargs="+", help="only these sets (default: all)")
+    ap.add_argument("--half", choices=("tuning", "confirmation", "all"), default="all")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--max-rows", type=int, default=10_000)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tabular.json"))
+    args = ap.parse_args(argv)
+
+    files = discover(Path(args.data_dir))
+    half_of = halves(list(files))
+    names = [n for n in sorted(files) if (args.sets is None or n in args.sets)
+             and (args.half == "all" or half_of[n] == args.half)]
+    out = Path(args.out)
+    store = json.loads(out.read_text()) if out.exists() else {"results": {}}
+    results = store["results"]
+    variants = [(m, m, {}) for m in args.models]
+    for v in args.variant:
+        label, _, params = v.partition("=")
+        base = "aelab-VAE" if "vae" in label.lower() else ("aelab-PCA" if "pca" in label.lower() else "aelab-AE")
+        variants.append((f"{base}:{label}", base, json.loads(params)))
+    for n in names:
+        X, y = subsample(*load(files[n]), args.max_rows)
+        for protocol in PROTOCOLS:
+            for seed in range(args.seeds):
+                Xa, Xb, yb = split(X, y, protocol, seed)
+                for label, model, params in variants:
+                    key = f"{n}|{protocol}|{seed}"
+                    if key in results.get(label, {}):
+                        continue
+                    s, sec = fit_score(model, params, seed, Xa, Xb)
+                    results.setdefault(label, {})[key] = {"auc": roc_auc(yb, s), "seconds": sec}
+                    print(f"{n:>14} {protocol:>12} {seed} {label:>24}: AUROC {results[label][key]['auc']:.4f}"
+                          f" {sec:6.2f} s", flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                store["sets"] = {k: {"file": str(files[k].relative_to(args.data_dir)), "half": half_of[k]}
+                                 for k in files}
+                store["max_rows"] = args.max_rows
+                out.write_text(json.dumps(store, indent=1))
+    md = summary(results, sorted(files), half_of)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
