@@ -56,20 +56,25 @@ def test_new_scores_match_hand_computation(cls, table, images):
         if cls is not aelab.PCA:
             Z = est.transform(X).astype(np.float64)
             np.testing.assert_allclose(est.latent_mean_, Z.mean(0), rtol=1e-4, atol=1e-6)
-            # with mean ~1 per term, the default score averages about 2 on the training data
-            assert 1.5 < est.decision_scores_.mean() < 2.5
+            # with mean ~1 per term, the default score averages about 2 on the training images
+            # (relative+latent) and about 3 on the tables (mse+latent+knn)
+            lo, hi = (1.5, 2.5) if X is images else (2.2, 3.5)
+            assert lo < est.decision_scores_.mean() < hi
 
 
 def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, images):
     ae_t = aelab.Autoencoder(**FAST).fit(table)
     ae_i = aelab.Autoencoder(**FAST).fit(images)
-    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "mse+latent"
+    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "mse+latent+knn"
     assert ae_i.score_ == "relative+latent"
     for est, X in ((ae_t, table), (ae_i, images)):
         np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-6)
         np.testing.assert_allclose(est.decision_function(X), est.decision_function(X, score=est.score_))
     assert resolve_score("auto", "minmax") == "relative+latent"
-    assert resolve_score("auto", "standard") == "mse+latent"
+    assert resolve_score("auto", "standard") == "mse+latent+knn"
+    assert resolve_score("auto", "standard", novelty=True) == "mse+knn"
+    assert resolve_score("auto", "minmax", novelty=True) == "relative+latent"
+    assert resolve_score("auto", "standard", table=False) == "mse+latent"
     assert resolve_score("kl", "minmax") == "kl"
     assert aelab.Autoencoder(anomaly_score="mse", **FAST).fit(table).score_ == "mse"
     with pytest.raises(ConfigError, match="need a VAE"):
@@ -158,3 +163,44 @@ def test_trimmed_training_resists_contaminated_training_data():
            for trim in (0.0, 0.1)}
     assert aelab.Autoencoder().trim == "auto" and aelab.Autoencoder()._trim() == 0.1
     assert auc[0.1] > auc[0.0] + 0.05, auc
+
+
+def test_novelty_tables_get_reconstruction_plus_neighbour_distance(table, images, tmp_path):
+    from aelab.scoring import KNN_K_CLEAN as KNN_K, KNN_WEIGHT
+
+    est = aelab.Autoencoder(novelty=True, **FAST).fit(table)
+    assert est.score_ == "mse+knn" and est._trim() == 0.0
+    assert aelab.Autoencoder(novelty=True, **FAST).fit(images).score_ == "relative+latent"  # images keep theirs
+    assert aelab.Autoencoder(**FAST).fit(table).score_ == "mse+latent+knn"  # no statement: maybe contaminated
+    # by hand, in float64: mean distance to the 5 nearest training rows (all of them are the reference here)
+    ref = est.fitted_.to_net(table).reshape(len(table), -1).astype(np.float64)
+    Q = est.fitted_.to_net(table[:50]).reshape(50, -1).astype(np.float64) + 0.3
+    d = np.sqrt(((Q[:, None, :] - ref[None]) ** 2).sum(-1))
+    dk = np.sort(d, axis=1)[:, :KNN_K].mean(1)
+    X_q = est.scaler_.inverse_transform(Q.astype(np.float32))
+    np.testing.assert_allclose(est.decision_function(X_q, score="knn"), dk, rtol=1e-4)
+    d_ref = np.sqrt(((ref[:, None, :] - ref[None]) ** 2).sum(-1))
+    loo = np.sort(d_ref, axis=1)[:, 1 : KNN_K + 1].mean(1)  # each reference row leaves itself out
+    assert est.fitted_.knn_mean_sq == pytest.approx((loo ** 2).mean(), rel=1e-4)
+    mse = est.decision_function(X_q, score="mse")
+    expected = mse / est.recon_means_[0] + KNN_WEIGHT * dk ** 2 / est.fitted_.knn_mean_sq
+    np.testing.assert_allclose(est.decision_function(X_q), expected, rtol=1e-4)
+    est.save(tmp_path / "m")
+    np.testing.assert_array_equal(aelab.load(tmp_path / "m").decision_function(table), est.decision_function(table))
+    with pytest.raises(ConfigError, match="reference rows"):
+        aelab.Autoencoder(anomaly_score="mse", **FAST).fit(table).decision_function(table, score="knn")
+
+
+def test_knn_reference_is_the_same_rows_streamed_or_in_memory(tmp_path):
+    from aelab.scoring import KNN_REF_ROWS
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(KNN_REF_ROWS + 904, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    kw = dict(novelty=True, epochs=1, random_state=0)
+    mem = aelab.Autoencoder(**kw).fit(X)
+    with aelab.io.open_array(tmp_path / "x.npy", chunk_rows=700) as src:
+        streamed = aelab.Autoencoder(**kw).fit(src)
+    assert mem.fitted_.knn_ref.shape == (KNN_REF_ROWS, 5)
+    np.testing.assert_allclose(streamed.fitted_.knn_ref, mem.fitted_.knn_ref, rtol=1e-6)
+    assert streamed.fitted_.knn_mean_sq == pytest.approx(mem.fitted_.knn_mean_sq, rel=1e-6)

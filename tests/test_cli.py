@@ -423,3 +423,13 @@ def test_input_kind_device_and_threads_flags(cli, tmp_path):
                                aelab.load(tmp_path / "m").decision_function(events), rtol=1e-6)
     code, out, err = cli("train", tmp_path / "events.npy", "--input-kind", "grid", "--out", tmp_path / "x")
     assert code == 2 and "input-kind" in err and not (tmp_path / "x").exists()
+
+
+def test_novelty_flag_states_clean_training_data(cli, tmp_path):
+    X = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    assert cli("train", tmp_path / "x.npy", "--epochs", 1, "--seed", 0, "--novelty", "--out", tmp_path / "n")[0] == 0
+    assert cli("train", tmp_path / "x.npy", "--epochs", 1, "--seed", 0, "--out", tmp_path / "c")[0] == 0
+    clean, contaminated = aelab.load(tmp_path / "n"), aelab.load(tmp_path / "c")
+    assert (clean.novelty, clean.score_, clean._trim()) == (True, "mse+knn", 0.0)
+    assert (contaminated.novelty, contaminated.score_, contaminated._trim()) == (False, "mse+latent+knn", 0.1)

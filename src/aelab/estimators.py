@@ -24,11 +24,11 @@ from ._params import ParamsBase
 from ._validation import check_array, check_is_fitted, input_dtype, is_source
 from .config import ModelConfig, TrainConfig
 from .exceptions import ConfigError, DataError, NotFittedError
-from .fitted import EVAL_ROWS, Fitted, check_latent, post_fit_statistics
+from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
 from .layout import INPUT_KINDS, Layout, resolve_layout
 from .models import build_model
 from .preprocessing import NOISE_TYPES, RunningStats, Scaler, corrupt, resolve_scaler
-from .scoring import check_score, resolve_score
+from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES, check_score, resolve_score
 from .training import permuted_batches, resolve_device, train, validation_split
 
 __all__ = ["Autoencoder", "VAE", "PCA", "load"]
@@ -262,7 +262,9 @@ class _Base(ParamsBase):
         model_cfg = self._build(layout, kind)
         recon_kind = "bce" if (self._variational and model_cfg.output == "sigmoid") else "mse"
         draft = Fitted(layout=layout, scaler=scaler, model_cfg=model_cfg, model=None, device=device,
-                       recon_kind=recon_kind, score=resolve_score(self.anomaly_score, kind), latent_mean=None,
+                       recon_kind=recon_kind,
+                       score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
+                       latent_mean=None,
                        latent_cov=None, recon_means=None, decision_scores=None, threshold=math.nan,
                        threshold_rule={})
         devices = [device] if device.type == "cuda" else []
@@ -273,6 +275,9 @@ class _Base(ParamsBase):
             history, n_epochs = self._train(draft, data, seed)
         model.eval()
         draft = draft.replace(history=history, n_epochs_config=n_epochs)
+        if draft.score in KNN_SCORES:
+            k = KNN_K_CLEAN if self.novelty else KNN_K_CONTAMINATED
+            draft = draft.replace(**knn_reference(data, draft.to_net, n, seed, k))
         st = post_fit_statistics(model, data, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                                  recon_kind, self._latent_gaussian(model))
         scores = st.pop("decision_scores")
@@ -294,6 +299,8 @@ class _Base(ParamsBase):
         n = getattr(self, "n_threads", None)
         if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
             raise ConfigError(f"n_threads must be a positive integer or None (PyTorch's own setting), got {n!r}.")
+        if getattr(self, "novelty", False) not in (True, False):
+            raise ConfigError(f"novelty must be True or False, got {self.novelty!r}.")
         if not (0 < self.contamination <= 0.5):
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
         check_score(self.anomaly_score, self._variational, type(self).__name__, allow_auto=True)
@@ -370,6 +377,12 @@ class Autoencoder(_Base):
         "auto": images are min-max scaled to [0, 1] as a whole; tables are min-max scaled
         per column when they are uint8 or all in [0, 1], and standardised per column
         otherwise.
+    novelty : bool, default False
+        True states that the training data are clean (normal samples only), as in
+        scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they
+        may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables,
+        ``anomaly_score="auto"`` to "mse+knn" (reconstruction plus the distance to the
+        nearest training rows). See docs/anomaly.md, "Tables: contaminated or clean".
     input_kind : {"auto", "table", "image"}
         How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
         images; a 3-D array (n, a, b) is greyscale images when its values look like
@@ -399,7 +412,8 @@ class Autoencoder(_Base):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto", n_threads=None, verbose=False):
+                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
+                 verbose=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.arch = arch
@@ -422,6 +436,7 @@ class Autoencoder(_Base):
         self.patience = patience
         self.scaler = scaler
         self.input_kind = input_kind
+        self.novelty = novelty
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
@@ -429,9 +444,10 @@ class Autoencoder(_Base):
 
     # ------------------------------------------------------------------ settings
     def _trim(self) -> float:
-        """``trim="auto"``: 0.1 (robust training), 0 for a linear model (so that it matches PCA)."""
+        """``trim="auto"``: 0.1 (robust training), 0 for a linear model (so that it matches PCA) and for
+        training data stated to be clean (``novelty=True``)."""
         if self.trim == "auto":
-            return 0.0 if self.linear else 0.1
+            return 0.0 if self.linear or self.novelty else 0.1
         return float(self.trim)
 
     def _validate_params_(self) -> None:
@@ -636,13 +652,15 @@ class VAE(Autoencoder):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto", n_threads=None, verbose=False):
+                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
+                 verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
                          activation=activation, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
-                         patience=patience, scaler=scaler, input_kind=input_kind, random_state=random_state,
+                         patience=patience, scaler=scaler, input_kind=input_kind, novelty=novelty,
+                         random_state=random_state,
                          device=device, n_threads=n_threads, verbose=verbose)
         self.beta = beta
 
@@ -664,12 +682,13 @@ class PCA(_Base):
 
     @_accepts_renamed
     def __init__(self, n_components=None, anomaly_score="auto", contamination=0.1, scaler="auto",
-                 input_kind="auto", random_state=None, device="auto", n_threads=None):
+                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None):
         self.n_components = n_components
         self.anomaly_score = anomaly_score
         self.contamination = contamination
         self.scaler = scaler
         self.input_kind = input_kind
+        self.novelty = novelty
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads

@@ -23,7 +23,8 @@ from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
 from .preprocessing import RunningStats, Scaler
-from .scoring import FITTED_SCORES, RECON_MEAN_SCORES, latent_precision, mahalanobis, score_batch
+from .scoring import (FITTED_SCORES, KNN_REF_ROWS, KNN_SCORES, RECON_MEAN_SCORES, knn_distance, latent_precision,
+                      mahalanobis, score_batch)
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
 
@@ -49,6 +50,10 @@ class Fitted:
     threshold_rule: dict
     history: dict = field(default_factory=dict)
     n_epochs_config: int | None = None
+    knn_ref: np.ndarray | None = None  # reference rows (scaled, flattened) of the "knn" scores
+    knn_k: int | None = None           # neighbours averaged
+    knn_mean: float | None = None      # training mean of the neighbour distance ...
+    knn_mean_sq: float | None = None   # ... and of its square
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -117,6 +122,11 @@ class Fitted:
                  "latent_precision": latent_precision(self.latent_cov).to(self.device)}
         for name, v in zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64)):
             stats[name] = float(v) if v > 0 else 1.0
+        if self.knn_ref is not None:
+            stats["knn_ref"] = torch.as_tensor(self.knn_ref, dtype=torch.float32).to(self.device)
+            stats["knn_k"] = int(self.knn_k)
+            stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
+            stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
         return stats
 
     def scores(self, X, score: str, owner: str) -> np.ndarray:
@@ -129,7 +139,7 @@ class Fitted:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         arrays = {"scaler.offset": self.scaler.offset, "scaler.scale": self.scaler.scale,
                   "decision_scores": self.decision_scores, "latent_mean": self.latent_mean,
-                  "latent_cov": self.latent_cov, "recon_means": self.recon_means}
+                  "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref}
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -138,6 +148,9 @@ class Fitted:
                 "channels_last": self.layout.channels_last, "recon_kind": self.recon_kind, "score": self.score,
                 "threshold": float(self.threshold), "threshold_rule": self.threshold_rule,
                 "history": self.history, "n_epochs_config": self.n_epochs_config,
+                "knn_k": self.knn_k,
+                "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
+                "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
             },
         }
         return config, tensors
@@ -168,7 +181,10 @@ class Fitted:
                    recon_means=tensors["recon_means"].numpy() if "recon_means" in tensors else None,
                    decision_scores=tensors["decision_scores"].numpy(), threshold=float(fitted["threshold"]),
                    threshold_rule=fitted["threshold_rule"], history=fitted["history"],
-                   n_epochs_config=fitted.get("n_epochs_config"))
+                   n_epochs_config=fitted.get("n_epochs_config"),
+                   knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
+                   knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
+                   knn_mean_sq=fitted.get("knn_mean_sq"))
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,
@@ -184,7 +200,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     Returns a dict with latent_mean, latent_cov, recon_means and decision_scores (None when
     a second pass is needed).
     """
-    keep = not is_source(X)
+    keep = not is_source(X) and score not in KNN_SCORES
     direct = score not in FITTED_SCORES
     codes, recon = [], []
     acc = {"n": 0, "r": 0.0, "codes": RunningStats(covariance=True)}
@@ -223,6 +239,26 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
             rec = R[:, RECON_MEAN_SCORES.index(name)]
             out["decision_scores"] = (rec / (float(rm) if rm > 0 else 1.0) + dist / Z.shape[1]).numpy()
     return out
+
+
+def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS) -> dict:
+    """The reference rows of the "knn" scores and the training means of their neighbour distance and its square.
+
+    Up to ``rows`` training rows, drawn by ``seed`` (the same rows whether X is an array or
+    a streamed source), in the network's scaled layout, flattened; the distances of the
+    reference rows leave each row itself out.
+    """
+    pick = np.sort(np.random.default_rng(seed).permutation(n)[:rows]) if n > rows else np.arange(n)
+    if is_source(X):
+        mask = np.zeros(n, dtype=bool)
+        mask[pick] = True
+        parts = [to_net(check_array(c, name="a chunk of X", dtype=None)) for c in X.iter_masked_chunks(mask)]
+        ref = np.concatenate(parts)
+    else:
+        ref = to_net(X[pick])
+    ref = np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32)
+    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
+    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()), "knn_mean_sq": float(d.square().mean())}
 
 
 def check_latent(Z, latent_dim: int) -> np.ndarray:

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="maximum training epochs (not for pca)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (random_state), for reproducible results")
     p.add_argument("--config", "-c", metavar="FILE", help="estimator parameters in a .toml, .yaml or .json file")
+    p.add_argument("--novelty", action="store_true",
+                   help="DATA holds normal samples only (clean training data): no trimmed loss, and tables get "
+                        "the score mse+knn; without it DATA may hide anomalies")
     p.add_argument("--input-kind", choices=("auto", "table", "image"),
                    help="how to read DATA: 'auto' (default) reads 3-D arrays whose values look like pixels "
                         "(uint8, in [0, 1], or whole numbers in [0, 255]) as greyscale images and other 3-D "
@@ -58,7 +61,8 @@ def _estimator(args):
     valid = list(cls().get_params())
     flags = {"n_components" if args.model == "pca" else "latent_dim": args.latent_dim, "epochs": args.epochs,
              "random_state": args.seed, "verbose": progress(args) if "verbose" in valid else None,
-             "input_kind": args.input_kind, "device": None if args.device == "auto" else args.device}
+             "input_kind": args.input_kind, "device": None if args.device == "auto" else args.device,
+             "novelty": True if args.novelty else None}
     if args.epochs is not None and "epochs" not in valid:
         raise ConfigError(f"--epochs does not apply to --model {args.model}: it is fitted in closed form. Drop --epochs.")
     # a config file may still use a renamed parameter's old name (the estimator warns and maps it)
