@@ -191,7 +191,8 @@ def test_model_report_sections(tmp_path):
     scores = sections[2]
     assert set(scores.figures) == {"score histogram", "ROC curve (log FPR)"}
     metrics = {r["metric"]: r["value"] for r in scores.tables["detection metrics"]}
-    assert 0 <= metrics["ROC AUC"] <= 1 and "TPR at FPR 0.001" in metrics
+    assert metrics["ROC AUC"] == pytest.approx(aelab.metrics.roc_auc(labels, est.decision_function(X)))
+    assert "TPR at FPR 0.001" in metrics
     settings = {r["parameter"]: r["value"] for r in sections[0].tables["settings"]}
     assert settings["latent_dim"] == 3
 
@@ -225,3 +226,16 @@ def test_model_report_label_mismatch():
     X = rng.normal(size=(50, 4)).astype(np.float32)
     with pytest.raises(DataError, match="one label per row"):
         model_report(aelab.PCA(n_components=2).fit(X), X, labels=[0, 1])
+
+
+def test_model_report_draws_reconstructions_only_for_images(tmp_path):
+    import aelab
+
+    rng_ = np.random.default_rng(0)
+    events = np.stack([rng_.exponential(30, (200, 19)), rng_.normal(size=(200, 19)),
+                       rng_.uniform(-3, 3, (200, 19))], -1).astype(np.float32)  # (n, 19, 3): a table of objects
+    est = aelab.Autoencoder(epochs=1, random_state=0).fit(events)
+    titles = [s.title for s in model_report(est, events)]
+    assert est.input_kind_ == "table" and "Reconstructions" not in titles and "Anomaly scores" in titles
+    square = rng_.normal(size=(200, 16)).astype(np.float32)  # 16 columns, not 4 x 4 images
+    assert "Reconstructions" not in [s.title for s in model_report(aelab.Autoencoder(epochs=1).fit(square), square)]

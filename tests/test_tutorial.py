@@ -92,7 +92,12 @@ def test_clustering_and_anomaly_tables(tables):
     assert [r["score"] for r in tables["anomaly"]] == ["relative+latent", "mse", "mu_norm", "kl"]
     (thr,) = tables["threshold"]
     assert thr["test anomalies"] + thr["test normal"] == QUICK.n_test
-    assert 0 <= thr["test FPR"] <= 1 and 0 <= thr["test TPR"] <= 1
+    # rates are counts over the test digits of each class, and the detector does better than chance
+    for rate, n in ((thr["test FPR"], thr["test normal"]), (thr["test TPR"], thr["test anomalies"])):
+        assert rate * n == pytest.approx(round(rate * n), abs=1e-6)
+    assert thr["test TPR"] > thr["test FPR"]
+    # the anomaly table's first row is the default score, the one the threshold uses
+    assert next(iter(thr)).endswith(f"({tables['anomaly'][0]['score']})")
     assert NORMAL_DIGIT in range(10)
 
 
