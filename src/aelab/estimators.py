@@ -339,8 +339,7 @@ class Autoencoder(_Base):
     latent_dim : int or None
         Size k of the code. None picks ``min(16, max(2, ceil(d / 4)))`` for d features.
     hidden : tuple of int or None
-        Dense encoder widths (the decoder mirrors them). None picks widths between d and k,
-        and none for ``linear=True`` (stacked linear layers compose to one linear map).
+        Dense encoder widths (the decoder mirrors them). None picks widths between d and k.
     arch : {"auto", "dense", "conv"}
         "auto": dense for tables and for images of at most 4,096 values, conv for larger images.
     channels : tuple of int
@@ -487,10 +486,7 @@ class Autoencoder(_Base):
         d = layout.n_features
         k = int(self.latent_dim) if self.latent_dim is not None else _auto_latent(d)
         shape = layout.image_shape if arch == "conv" else (d,)
-        if self.hidden is not None:
-            hidden = tuple(self.hidden)
-        else:  # stacked linear layers compose to one linear map: the lecture's linear AE has none
-            hidden = () if self.linear else _auto_hidden(d, k)
+        hidden = tuple(self.hidden) if self.hidden is not None else _auto_hidden(d, k)
         output = "sigmoid" if scaler_kind == "minmax" and not self.linear else "identity"
         return ModelConfig(kind="autoencoder", input_shape=shape, latent_dim=k, arch=arch, hidden=hidden,
                            channels=tuple(self.channels), backbone=self.backbone, linear=bool(self.linear),
@@ -511,7 +507,7 @@ class Autoencoder(_Base):
         A linear autoencoder has one optimum, the principal subspace (nothing to
         regularise); where the eigenvalues of the data are close it approaches it slowly,
         and a patience rule stops it early: on scikit-learn's digits (latent 8, 300 epochs)
-        the subspace was 25 degrees from PCA's with early stopping, 7.8 without.
+        the subspace was 10.2 degrees from PCA's with early stopping (28 epochs), 8.1 without.
         """
         if self.early_stopping == "auto":
             return not self.linear
