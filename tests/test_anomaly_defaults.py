@@ -68,8 +68,18 @@ def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, 
     assert ae_t.anomaly_score == "auto" and ae_t.score_ == "mse+latent+knn"
     assert ae_i.score_ == "relative+latent"
     for est, X in ((ae_t, table), (ae_i, images)):
-        np.testing.assert_allclose(est.decision_scores_, est.decision_function(X), rtol=1e-6)
         np.testing.assert_allclose(est.decision_function(X), est.decision_function(X, score=est.score_))
+    np.testing.assert_allclose(ae_i.decision_scores_, ae_i.decision_function(images), rtol=1e-6)
+    # with the neighbour term a training row's score leaves the row out of its own neighbours:
+    # exactly the distance term is larger, the rest is identical
+    from aelab.scoring import knn_distance
+
+    f = ae_t.fitted_
+    ref = torch.as_tensor(f.knn_ref)
+    x = torch.from_numpy(f.to_net(table))
+    gap = (knn_distance(x, ref, f.knn_k, exclude_self=True) - knn_distance(x, ref, f.knn_k)).numpy() / f.knn_mean
+    np.testing.assert_allclose(ae_t.decision_scores_ - ae_t.decision_function(table), gap, rtol=1e-5, atol=1e-9)
+    assert gap.min() > 0
     assert resolve_score("auto", "minmax") == "relative+latent"
     assert resolve_score("auto", "standard") == "mse+latent+knn"
     assert resolve_score("auto", "standard", novelty=True) == "mse+knn"
@@ -204,3 +214,16 @@ def test_knn_reference_is_the_same_rows_streamed_or_in_memory(tmp_path):
     assert mem.fitted_.knn_ref.shape == (KNN_REF_ROWS, 5)
     np.testing.assert_allclose(streamed.fitted_.knn_ref, mem.fitted_.knn_ref, rtol=1e-6)
     assert streamed.fitted_.knn_mean_sq == pytest.approx(mem.fitted_.knn_mean_sq, rel=1e-6)
+
+
+@pytest.mark.parametrize("novelty", [True, False])
+def test_neighbour_scores_leave_a_training_row_out_of_its_own_neighbours(novelty):
+    """The threshold set at fit flags the contamination share of *new* normal rows, not 3x that."""
+    rng = np.random.default_rng(0)
+    X, X_new = rng.normal(size=(1000, 8)), rng.normal(size=(20_000, 8))
+    est = aelab.Autoencoder(novelty=novelty, epochs=2, random_state=0).fit(X)
+    assert abs(est.predict(X_new).mean() - 0.1) < 0.03
+    assert abs(est.fit_predict(X).mean() - 0.1) < 0.01  # PyOD's labels_: flags by the training scores
+    far = (1e4 + rng.normal(size=(2000, 10))).astype(np.float32)  # far from the origin, unscaled
+    pca = aelab.PCA(scaler="none", novelty=True, random_state=0).fit(far)
+    assert pca.fitted_.knn_mean > 1.0  # ~ sqrt(2 * 10) apart, not 0 from lost digits

@@ -129,9 +129,20 @@ class Fitted:
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
         return stats
 
-    def scores(self, X, score: str, owner: str) -> np.ndarray:
+    def scores(self, X, score: str, owner: str, in_reference: np.ndarray | None = None) -> np.ndarray:
+        """Scores of every row of X; ``in_reference`` (training data only): a boolean per row marking the
+        reference rows of the "knn" scores, which must not count themselves as their own neighbour."""
         stats = self.score_stats() if score in FITTED_SCORES else None
-        return self.map(X, lambda x: score_batch(self.model, x, score, self.recon_kind, stats), owner, np.float64)
+        pos = [0]
+
+        def fn(x):
+            mask = None
+            if in_reference is not None:
+                mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)])
+                pos[0] += len(x)
+            return score_batch(self.model, x, score, self.recon_kind, stats, in_reference=mask)
+
+        return self.map(X, fn, owner, np.float64)
 
     # ------------------------------------------------------------------ persistence
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -176,7 +187,8 @@ class Fitted:
         model.load_state_dict(state, strict=True)
         return cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
                    recon_kind=fitted["recon_kind"],
-                   score=fitted.get("score") or resolve_score(anomaly_score, config["scaler"]["kind"]),
+                   score=fitted.get("score") or resolve_score(anomaly_score, config["scaler"]["kind"],
+                                                              table=kind == "table" and "knn_ref" in tensors),
                    latent_mean=tensors["latent_mean"].numpy(), latent_cov=tensors["latent_cov"].numpy(),
                    recon_means=tensors["recon_means"].numpy() if "recon_means" in tensors else None,
                    decision_scores=tensors["decision_scores"].numpy(), threshold=float(fitted["threshold"]),
@@ -241,8 +253,9 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     return out
 
 
-def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS) -> dict:
-    """The reference rows of the "knn" scores and the training means of their neighbour distance and its square.
+def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS) -> tuple[dict, np.ndarray]:
+    """The reference rows of the "knn" scores and the training means of their neighbour distance and its square,
+    and a boolean per training row marking the rows that are in the reference set.
 
     Up to ``rows`` training rows, drawn by ``seed`` (the same rows whether X is an array or
     a streamed source), in the network's scaled layout, flattened; the distances of the
@@ -258,7 +271,10 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
         ref = to_net(X[pick])
     ref = np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32)
     d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
-    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()), "knn_mean_sq": float(d.square().mean())}
+    in_reference = np.zeros(n, dtype=bool)
+    in_reference[pick] = True
+    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
+            "knn_mean_sq": float(d.square().mean())}, in_reference
 
 
 def check_latent(Z, latent_dim: int) -> np.ndarray:

@@ -98,19 +98,34 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     return "mse+latent"
 
 
-def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self: bool = False,
-                 block: int = 1024) -> torch.Tensor:
+def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False, block: int = 1024) -> torch.Tensor:
     """Mean Euclidean distance of each row of ``x`` (flattened) to its ``k`` nearest rows of ``ref`` (float64).
 
-    ``exclude_self``: ``x`` is ``ref`` itself, and each row's zero distance to itself is skipped.
+    ``exclude_self``: True when ``x`` is ``ref`` itself, or a boolean tensor marking the rows
+    of ``x`` that are rows of ``ref``: their zero distance to themselves is skipped.
+    Both sides are centred on the reference mean first: the matrix-product form of the
+    distance that ``cdist`` uses loses its digits on data far from the origin.
     """
-    x = x.reshape(x.shape[0], -1).to(ref.dtype)
-    kk = min(k + int(exclude_self), ref.shape[0])
+    centre = ref.mean(dim=0)
+    ref = ref - centre
+    x = x.reshape(x.shape[0], -1).to(ref.dtype) - centre
+    mask = None
+    if isinstance(exclude_self, torch.Tensor):
+        mask = exclude_self.to(device=x.device, dtype=torch.bool)
+    elif exclude_self:
+        mask = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    extra = int(mask is not None and bool(mask.any()))
+    kk = min(k + extra, ref.shape[0])
     out = []
     for i in range(0, x.shape[0], block):
-        d = torch.cdist(x[i : i + block], ref).clamp_min_(0)
-        v = d.topk(kk, dim=1, largest=False).values
-        out.append((v[:, 1:] if exclude_self and kk > 1 else v).double().mean(dim=1))
+        v = torch.cdist(x[i : i + block], ref).clamp_min_(0).topk(kk, dim=1, largest=False).values.double()
+        if extra and kk > 1:
+            own = v[:, 1:].mean(dim=1)                        # the row itself is the nearest: skip it
+            other = v[:, : kk - 1].mean(dim=1) if kk > k else v.mean(dim=1)
+            v_mean = torch.where(mask[i : i + block], own, other)
+        else:
+            v_mean = v.mean(dim=1)
+        out.append(v_mean)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
 
 
@@ -138,12 +153,14 @@ def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) ->
 
 
 def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", stats: dict | None = None,
-                out=None) -> torch.Tensor:
+                out=None, in_reference=None) -> torch.Tensor:
     """Scores of one batch ``x`` (already scaled, on the model's device).
 
     ``stats`` (for the fitted scores): tensors ``latent_mean``, ``latent_precision`` and
     the training means ``mse`` / ``relative`` of the reconstruction scores.
     ``out``: the model's output for ``x`` when the caller has it already.
+    ``in_reference``: a boolean per row of ``x`` marking training rows that belong to the
+    reference set of the "knn" scores (their own zero distance is left out).
     """
     out = model(x, sample=False) if out is None else out
     if score in ("mse", "mae"):
@@ -155,7 +172,8 @@ def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", sta
             raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its "
                               f"default score is one of {KNN_SCORES} (tables get one by default). Fit with "
                               f"anomaly_score={score!r}, or pass another score.")
-        dk = knn_distance(x, stats["knn_ref"], stats["knn_k"])
+        dk = knn_distance(x, stats["knn_ref"], stats["knn_k"],
+                          exclude_self=in_reference if in_reference is not None else False)
         if score == "knn":
             return dk
         rec = losses.reconstruction(out.x_hat, x, "mse").to(torch.float64) / stats["mse"]
