@@ -54,13 +54,17 @@ def _accepts_renamed(init):
     return wrapper
 
 
+def _valid_thread_count(n) -> bool:
+    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1
+
+
 def _in_threads(method):
     """Run ``method`` with ``torch.set_num_threads(self.n_threads)``, restoring the caller's setting after."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        n = getattr(self, "n_threads", None)
-        if n is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        n = self.n_threads
+        if n is None or not _valid_thread_count(n):
             return method(self, *args, **kwargs)  # None, or a bad value that fit's validation reports
         previous = torch.get_num_threads()
         torch.set_num_threads(int(n))
@@ -259,7 +263,7 @@ class _Base(ParamsBase):
         seed = (int(np.random.default_rng(self.random_state).integers(2**31 - 1))
                 if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
         device = resolve_device(self.device)
-        layout = resolve_layout(getattr(self, "input_kind", "auto"), shape, stats)
+        layout = resolve_layout(self.input_kind, shape, stats)
         kind, per_feature = resolve_scaler(self.scaler, layout.image, stats)
         scaler = Scaler(kind, per_feature).fit_stats(stats)
         model_cfg = self._build(layout, kind)
@@ -267,9 +271,8 @@ class _Base(ParamsBase):
         draft = Fitted(layout=layout, scaler=scaler, model_cfg=model_cfg, model=None, device=device,
                        recon_kind=recon_kind,
                        score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
-                       latent_mean=None,
-                       latent_cov=None, recon_means=None, decision_scores=None, threshold=math.nan,
-                       threshold_rule={})
+                       latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
+                       threshold=math.nan, threshold_rule={})
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -299,12 +302,12 @@ class _Base(ParamsBase):
     def _validate_params_(self) -> None:
         if self.scaler not in ("auto", "standard", "minmax", "none"):
             raise ConfigError(f"scaler={self.scaler!r} is not known; expected 'auto', 'standard', 'minmax' or 'none'.")
-        if getattr(self, "input_kind", "auto") not in INPUT_KINDS:
+        if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
-        n = getattr(self, "n_threads", None)
-        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-            raise ConfigError(f"n_threads must be a positive integer or None (PyTorch's own setting), got {n!r}.")
-        if getattr(self, "novelty", False) not in (True, False):
+        if self.n_threads is not None and not _valid_thread_count(self.n_threads):
+            raise ConfigError(f"n_threads must be a positive integer or None (PyTorch's own setting), "
+                              f"got {self.n_threads!r}.")
+        if self.novelty not in (True, False):
             raise ConfigError(f"novelty must be True or False, got {self.novelty!r}.")
         if not (0 < self.contamination <= 0.5):
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
@@ -356,8 +359,8 @@ class Autoencoder(_Base):
         Robust training: in every batch the ``trim`` share of samples with the largest
         loss is left out of the gradient (a trimmed mean), so that anomalies hidden in
         the training data are not learned. 0 trains on the plain mean. "auto" is 0.1, and
-        0 for ``novelty=True`` (clean training data) and for ``linear=True`` (the lecture's linear autoencoder, which matches PCA only
-        under the plain mean). On the 17 ODDS tables (contaminated training sets) 0.1
+        0 for ``novelty=True`` (clean training data) and for ``linear=True`` (the lecture's
+        linear autoencoder, which matches PCA only under the plain mean). On the 17 ODDS tables (contaminated training sets) 0.1
         raised the mean ROC AUC from 0.800 to 0.810; see docs/anomaly.md.
     anomaly_score : {"auto", "mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn",
                      "mse+knn", "mse+latent+knn"}

@@ -215,14 +215,13 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     keep = not is_source(X) and score not in KNN_SCORES
     direct = score not in FITTED_SCORES
     codes, recon = [], []
-    acc = {"n": 0, "r": 0.0, "codes": RunningStats(covariance=True)}
+    acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
 
     def collect(x):
         out = model(x)
         z = (out.mu if out.mu is not None else out.z).cpu()
         r = torch.stack([score_batch(model, x, s, recon_kind, out=out).double()
                          for s in RECON_MEAN_SCORES], 1).cpu()
-        acc["n"] += z.shape[0]
         acc["codes"].update(z.numpy())
         acc["r"] = acc["r"] + r.sum(0).numpy()
         if keep:
@@ -231,7 +230,8 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
         return score_batch(model, x, score, recon_kind, out=out) if direct else None
 
     direct_scores = map_fn(X, collect, np.float64)
-    n, codes_stats = acc["n"], acc["codes"]
+    codes_stats = acc["codes"]
+    n = codes_stats.n
     if latent_gaussian is not None:
         mean, cov = latent_gaussian()
     else:  # merged chunk by chunk (Chan et al.), stable where sum(z z^T) - n m m^T is not
@@ -262,17 +262,15 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     reference rows leave each row itself out.
     """
     pick = np.sort(np.random.default_rng(seed).permutation(n)[:rows]) if n > rows else np.arange(n)
+    in_reference = np.zeros(n, dtype=bool)
+    in_reference[pick] = True
     if is_source(X):
-        mask = np.zeros(n, dtype=bool)
-        mask[pick] = True
-        parts = [to_net(check_array(c, name="a chunk of X", dtype=None)) for c in X.iter_masked_chunks(mask)]
+        parts = [to_net(check_array(c, name="a chunk of X", dtype=None)) for c in X.iter_masked_chunks(in_reference)]
         ref = np.concatenate(parts)
     else:
         ref = to_net(X[pick])
     ref = np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32)
     d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
-    in_reference = np.zeros(n, dtype=bool)
-    in_reference[pick] = True
     return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
             "knn_mean_sq": float(d.square().mean())}, in_reference
 

@@ -20,6 +20,7 @@ def register(sub) -> None:
 def demo(args) -> int:
     from ..tutorial import run_tutorial
 
+    # one thread unless --threads: the fastest for these small models
     run_tutorial(args.out, quick=args.quick, data_dir=args.data_dir, progress=progress(args),
-                 echo=None if args.quiet else print, threads=args.threads or 1, device=args.device)  # 1 unless --threads: fastest for these small models
+                 echo=None if args.quiet else print, threads=args.threads or 1, device=args.device)
     return 0
