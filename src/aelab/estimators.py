@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from .exceptions import ConfigError, DataError, NotFittedError
 from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
 from .layout import INPUT_KINDS, Layout, resolve_layout
 from .models import build_model
-from .preprocessing import NOISE_TYPES, RunningStats, Scaler, corrupt, resolve_scaler
+from .preprocessing import NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_scaler
 from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES, check_score, resolve_score
 from .training import permuted_batches, resolve_device, train, validation_split
 
@@ -235,34 +236,63 @@ class _Base(ParamsBase):
 
         save(path, type(self).__name__, self.get_params(), self._state())
 
+    def export_onnx(self, path, output: str = "score", score: str | None = None, **kwargs):
+        """Write one self-contained ONNX file: raw input (float32, the input's shape and units) ->
+        ``output`` ("score": ``decision_function``, "reconstruction" or "latent"), scaler and fitted
+        statistics inside; see :func:`aelab.export.onnx.export_onnx` (extra ``aelab[onnx]``)."""
+        from .export.onnx import export_onnx
+
+        return export_onnx(self._state(), path, output, score, **kwargs)
+
+    def to_hls(self, output_dir, precision: str = "ap_fixed<16,6>", **kwargs):
+        """An hls4ml project of the network with bit-accurate C emulation and its parity against the
+        float model; see :func:`aelab.export.hls.to_hls` (extra: hls)."""
+        from .export.hls import to_hls
+
+        return to_hls(self._state(), output_dir, precision=precision, **kwargs)
+
     # ------------------------------------------------------------------ fitting
     @_in_threads
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint_dir=None, checkpoint_every: int = 1, resume=None):
         """Fit on ``X``: an array (n, d), images (n, h, w) / (n, c, h, w), or a chunked source.
 
         Every data-dependent decision (layout, scaler, output, default score) is taken
         from statistics of all rows, so an array in memory and the same rows streamed from
         a file give the same decisions. On any error the estimator keeps its previous state.
+
+        Inside an initialised torch.distributed process group (torchrun, ``aelab train
+        --nproc``, :func:`aelab.distributed.fit`) every rank passes the same X, reads only
+        its shard of the rows, and all ranks end with the same model (see docs/scale.md).
+
+        ``checkpoint_dir``: save the training state there every ``checkpoint_every`` epochs;
+        ``resume``: a checkpoint folder to continue from (same data and settings), ending
+        with the weights the uninterrupted run would have.
         """
+        from .distributed import current
+
         self._validate_params_()
         owner = type(self).__name__
+        comm = current()
         if is_source(X):
             data, n, shape = X, len(X), tuple(X.shape)
             if n < 2:
                 raise DataError(f"X has {n} rows; at least 2 are required to fit.")
+            local = comm.rows(data, n)
             stats = RunningStats()
-            for chunk in X.iter_chunks():
+            for chunk in local.iter_chunks():
                 stats.update(check_array(chunk, name="a chunk of X", dtype=None))
             stats.dtype = np.dtype(X.dtype)
         else:
             dtype = input_dtype(X)
             data = check_array(X, min_samples=2, dtype=None)
             n, shape = data.shape[0], data.shape
-            stats = RunningStats.of(data)
+            local = comm.rows(data, n)
+            stats = RunningStats.of(local)
             stats.dtype = dtype
-        seed = (int(np.random.default_rng(self.random_state).integers(2**31 - 1))
-                if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
-        device = resolve_device(self.device)
+        stats = comm.merge(stats)
+        seed = comm.broadcast(int(np.random.default_rng(self.random_state).integers(2**31 - 1))
+                              if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
+        device = comm.device(resolve_device(self.device))
         layout = resolve_layout(self.input_kind, shape, stats)
         kind, per_feature = resolve_scaler(self.scaler, layout.image, stats)
         scaler = Scaler(kind, per_feature).fit_stats(stats)
@@ -273,35 +303,50 @@ class _Base(ParamsBase):
                        score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
                        threshold=math.nan, threshold_rule={})
+        run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, n, shape, stats))
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             model = build_model(model_cfg).to(device)
             draft = draft.replace(model=model)
-            history, n_epochs = self._train(draft, data, seed)
+            history, n_epochs = self._train(draft, local, run)
         model.eval()
         draft = draft.replace(history=history, n_epochs_config=n_epochs)
         in_reference = None
         if draft.score in KNN_SCORES:
             k = KNN_K_CLEAN if self.novelty else KNN_K_CONTAMINATED
-            knn, in_reference = knn_reference(data, draft.to_net, n, seed, k)
+            knn, in_reference = knn_reference(local, draft.to_net, n, seed, k, comm=comm)
             draft = draft.replace(**knn)
-        st = post_fit_statistics(model, data, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
-                                 recon_kind, self._latent_gaussian(model))
+        st = post_fit_statistics(model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
+                                 recon_kind, self._latent_gaussian(model), comm=comm)
         scores = st.pop("decision_scores")
         draft = draft.replace(**st)
         if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
-            scores = draft.scores(data, draft.score, owner, in_reference)
+            scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
         draft = draft.replace(decision_scores=scores, **_threshold(scores, None, self.contamination))
         self._fitted = draft
         return self
+
+    def _checkpointing(self, folder, every, resume, comm, n, shape, stats) -> tuple:
+        """(Checkpointer or None, TrainState or None) of one fit."""
+        if folder is None and resume is None:
+            return None, None
+        from .checkpoint import Checkpointer, read_checkpoint
+
+        skip = {"verbose", "n_threads", "device"}
+        fingerprint = {"class": type(self).__name__, "rows": int(n), "shape": list(shape[1:]),
+                       "data_mean": float(np.sum(stats.mean)), "data_m2": float(np.sum(stats.m2)),
+                       "params": {k: v for k, v in self.get_params().items() if k not in skip}}
+        saver = Checkpointer(folder, every, comm, fingerprint) if folder is not None else None
+        state = read_checkpoint(resume, comm, fingerprint) if resume is not None else None
+        return saver, state
 
     def _latent_gaussian(self, model):
         return None
 
     def _validate_params_(self) -> None:
-        if self.scaler not in ("auto", "standard", "minmax", "none"):
-            raise ConfigError(f"scaler={self.scaler!r} is not known; expected 'auto', 'standard', 'minmax' or 'none'.")
+        if self.scaler not in SCALERS:
+            raise ConfigError(f"scaler={self.scaler!r} is not known; expected one of {SCALERS}.")
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
         if self.n_threads is not None and not _valid_thread_count(self.n_threads):
@@ -317,6 +362,29 @@ class _Base(ParamsBase):
 for _name, (_doc, _get) in _VIEWS.items():
     setattr(_Base, _name, _view(_name, _doc, _get))
 del _name, _doc, _get
+
+
+def _equal_shares(train_idx: torch.Tensor, n: int, comm) -> torch.Tensor:
+    """This rank's training rows, renumbered from its shard's first row, in the split's random order.
+
+    DDP needs every rank to take the same number of optimiser steps (a rank that stepped
+    alone would leave the replicas different), so every rank trains on as many rows as
+    the smallest shard holds: the few rows above that (of the order of sqrt(n), drawn at
+    random by the split) are left out of the gradient steps, and only of them.
+    """
+    bounds = [n * r // comm.world for r in range(comm.world + 1)]
+    counts = [int(((train_idx >= a) & (train_idx < b)).sum()) for a, b in zip(bounds, bounds[1:])]
+    start, stop = bounds[comm.rank], bounds[comm.rank + 1]
+    return train_idx[(train_idx >= start) & (train_idx < stop)][: min(counts)] - start
+
+
+class _Run(NamedTuple):
+    """One fit's run: the ranks (``comm``), the rows over all ranks, the seed, and (saver, resume state)."""
+
+    comm: object
+    n: int
+    seed: int
+    checkpoint: tuple
 
 
 def _threshold(scores: np.ndarray, fpr: float | None, contamination: float | None) -> dict:
@@ -355,6 +423,13 @@ class Autoencoder(_Base):
     backbone : str
         Convolutional block family: "plain", "vgg", "resnet", "inception", "dense".
     noise, noise_type, sparsity, linear : see above.
+    batch_norm : bool, default False
+        Dense networks: BatchNorm1d before each hidden activation (folded into the Linear
+        layer before it when exported to hls4ml).
+    mask_zeros : bool, default False
+        True: an input value that is exactly 0 marks an absent object (zero-padded collider
+        events); its reconstruction is set to 0, so only the objects present count in the
+        loss and the scores. Use with ``scaler="scale"`` (or "none"), which keep 0 at 0.
     trim : float or "auto", default "auto"
         Robust training: in every batch the ``trim`` share of samples with the largest
         loss is left out of the gradient (a trimmed mean), so that anomalies hidden in
@@ -382,8 +457,8 @@ class Autoencoder(_Base):
         "auto" is True, and False for ``linear=True`` (see :meth:`_early_stopping`).
     patience : int
         Epochs without improvement before stopping.
-    scaler : {"auto", "standard", "minmax", "none"}
-        "auto": images are min-max scaled to [0, 1] as a whole; tables are min-max scaled
+    scaler : {"auto", "standard", "minmax", "scale", "none"}
+        "scale" divides each column by its root mean square (zeros stay zeros). "auto": images are min-max scaled to [0, 1] as a whole; tables are min-max scaled
         per column when they are uint8 or all in [0, 1], and standardised per column
         otherwise.
     novelty : bool, default False
@@ -419,7 +494,7 @@ class Autoencoder(_Base):
     @_accepts_renamed
     def __init__(self, latent_dim=None, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):
@@ -433,6 +508,8 @@ class Autoencoder(_Base):
         self.sparsity = sparsity
         self.linear = linear
         self.activation = activation
+        self.batch_norm = batch_norm
+        self.mask_zeros = mask_zeros
         self.trim = trim
         self.anomaly_score = anomaly_score
         self.contamination = contamination
@@ -501,7 +578,8 @@ class Autoencoder(_Base):
         output = "sigmoid" if scaler_kind == "minmax" and not self.linear else "identity"
         return ModelConfig(kind="autoencoder", input_shape=shape, latent_dim=k, arch=arch, hidden=hidden,
                            channels=tuple(self.channels), backbone=self.backbone, linear=bool(self.linear),
-                           variational=self._variational, output=output, activation=self.activation)
+                           variational=self._variational, output=output, activation=self.activation,
+                           batch_norm=bool(self.batch_norm), mask_zeros=bool(self.mask_zeros))
 
     def _train_config(self, n_train: int) -> TrainConfig:
         epochs = self.epochs
@@ -524,13 +602,15 @@ class Autoencoder(_Base):
             return not self.linear
         return bool(self.early_stopping)
 
-    def _losses(self, model, recon_kind: str):
+    def _losses(self, model, recon_kind: str, forward=None):
         """(training loss of a batch, deterministic per-sample evaluation loss).
 
         The training loss draws the denoising corruption and the VAE's z, and trims; the
         evaluation loss (validation, early stopping, ``history_["val_loss"]``) does none of
-        these: the same weights always give the same value.
+        these: the same weights always give the same value. ``forward`` is the module the
+        training loss runs (DDP across ranks), the evaluation loss runs ``model`` itself.
         """
+        forward = forward if forward is not None else model
         noise, noise_type, sparsity, trim = float(self.noise), self.noise_type, float(self.sparsity), self._trim()
         beta = float(getattr(self, "beta", 1.0))
         variational = self._variational
@@ -545,7 +625,7 @@ class Autoencoder(_Base):
             return loss
 
         def train_loss(xb):
-            out = model(corrupt(xb, noise, noise_type), sample=variational)
+            out = forward(corrupt(xb, noise, noise_type), sample=variational)
             if not variational and sparsity <= 0 and trim <= 0:
                 # the batch mean of per-sample MSEs is the MSE over all entries: one fused kernel
                 return torch.nn.functional.mse_loss(out.x_hat, xb)
@@ -556,18 +636,29 @@ class Autoencoder(_Base):
 
         return train_loss, eval_loss
 
-    def _train(self, draft: Fitted, data, seed: int):
-        dev, model = draft.device, draft.model
-        train_loss, eval_loss = self._losses(model, draft.recon_kind)
-        n = len(data)
+    def _train(self, draft: Fitted, data, run: "_Run"):
+        """Train on ``data``, this rank's rows of the run's ``run.n`` (all of them in one process)."""
+        dev, model, comm, seed = draft.device, draft.model, run.comm, run.seed
+        wrapped = comm.wrap(model, dev)
+        train_loss, eval_loss = self._losses(model, draft.recon_kind, forward=wrapped)
+        start, stop = comm.shard(run.n)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        val_idx, train_idx = validation_split(n, float(self.validation_fraction), gen)
-        cfg = self._train_config(len(train_idx))
+        val_idx, train_idx = validation_split(run.n, float(self.validation_fraction), gen)
+        n_val = len(val_idx)
+        cfg = self._train_config(math.ceil(len(train_idx) / comm.world))
+        if comm.parallel:
+            train_idx = _equal_shares(train_idx, run.n, comm)
+            val_idx = val_idx[(val_idx >= start) & (val_idx < stop)] - start
+        n_local = stop - start
         if is_source(data):
             rng = np.random.default_rng(seed)
-            val_rows = np.zeros(n, dtype=bool)
+            generators = {"numpy": rng}
+            val_rows = np.zeros(n_local, dtype=bool)
             val_rows[val_idx.numpy()] = True
-            train_rows = ~val_rows if len(val_idx) else None
+            train_rows = None
+            if n_val or comm.parallel:
+                train_rows = np.zeros(n_local, dtype=bool)
+                train_rows[train_idx.numpy()] = True
 
             def net(block):
                 return torch.from_numpy(draft.to_net(check_array(block, name="a batch of X", dtype=None))).to(dev)
@@ -591,8 +682,9 @@ class Autoencoder(_Base):
             else:
                 val_blocks = stream_val_blocks
         else:
+            generators = {"batches": gen}
             Xn = torch.from_numpy(draft.to_net(data)).to(dev)
-            Xt = Xn[train_idx.to(dev)] if len(val_idx) else Xn
+            Xt = Xn[train_idx.to(dev)] if n_val or comm.parallel else Xn
             Xv = Xn[val_idx.to(dev)]
             del Xn  # with a validation split Xt and Xv are copies: keep one copy of the data
 
@@ -602,15 +694,15 @@ class Autoencoder(_Base):
             def val_blocks():
                 return (Xv[i : i + EVAL_ROWS] for i in range(0, len(Xv), EVAL_ROWS))
 
-        n_val = len(val_idx)
-
         def val_fn():
             total = torch.zeros((), dtype=torch.float64, device=dev)
             for xb in val_blocks():
                 total += eval_loss(xb).double().sum()
-            return float(total) / n_val
+            return float(comm.sum(float(total))) / n_val
 
-        history = train(model, train_loss, batches, cfg, dev, val_fn if n_val else None, self.verbose)
+        saver, resume = run.checkpoint
+        history = train(model, train_loss, batches, cfg, dev, val_fn if n_val else None, self.verbose,
+                        comm=comm, wrapped=wrapped, generators=generators, checkpoint=saver, resume=resume)
         return history, cfg.epochs
 
 
@@ -657,13 +749,13 @@ class VAE(Autoencoder):
     @_accepts_renamed
     def __init__(self, latent_dim=None, beta=1.0, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
-                         activation=activation, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
+                         activation=activation, batch_norm=batch_norm, mask_zeros=mask_zeros, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
                          patience=patience, scaler=scaler, input_kind=input_kind, novelty=novelty,
@@ -715,15 +807,16 @@ class PCA(_Base):
         return ModelConfig(kind="pca", input_shape=(d,), latent_dim=k, arch="dense",
                            hidden=(), linear=True, output="identity")
 
-    def _train(self, draft: Fitted, data, seed: int):
+    def _train(self, draft: Fitted, data, run: "_Run"):
         n = len(data)
-        if draft.model_cfg.latent_dim > n:
+        if draft.model_cfg.latent_dim > run.n:
             raise ConfigError(f"n_components={draft.model_cfg.latent_dim} exceeds the number of samples "
-                              f"({n}); pass more samples or a smaller n_components.")
+                              f"({run.n}); pass more samples or a smaller n_components.")
         moments = RunningStats(covariance=True)
         blocks = data.iter_chunks() if is_source(data) else (data[i : i + EVAL_ROWS] for i in range(0, n, EVAL_ROWS))
         for block in blocks:
             moments.update(draft.to_net(check_array(block, name="a chunk of X", dtype=None)))
+        moments = run.comm.merge(moments)
         draft.model.fit_moments(moments.mean, moments.m2, moments.n)
         return {"loss": [], "val_loss": []}, None
 

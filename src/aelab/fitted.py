@@ -200,7 +200,7 @@ class Fitted:
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,
-                        latent_gaussian: Callable | None = None) -> dict:
+                        latent_gaussian: Callable | None = None, comm=None) -> dict:
     """One pass over the training data: the code Gaussian, the reconstruction means, the training scores.
 
     ``map_fn(X, fn, dtype)`` runs ``fn`` on every network batch of X (see :meth:`Fitted.map`).
@@ -210,8 +210,12 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     training scores need a second streamed pass, which the caller makes.
     ``latent_gaussian()`` overrides the Gaussian (PCA's is its own).
     Returns a dict with latent_mean, latent_cov, recon_means and decision_scores (None when
-    a second pass is needed).
+    a second pass is needed). Data-parallel (``comm``), X is this rank's shard: the code
+    statistics are merged and the sums added over ranks, and the scores gathered in row order.
     """
+    from .distributed import Comm
+
+    comm = comm or Comm()
     keep = not is_source(X) and score not in KNN_SCORES
     direct = score not in FITTED_SCORES
     codes, recon = [], []
@@ -230,7 +234,8 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
         return score_batch(model, x, score, recon_kind, out=out) if direct else None
 
     direct_scores = map_fn(X, collect, np.float64)
-    codes_stats = acc["codes"]
+    codes_stats = comm.merge(acc["codes"])
+    acc["r"] = comm.sum(acc["r"])
     n = codes_stats.n
     if latent_gaussian is not None:
         mean, cov = latent_gaussian()
@@ -239,7 +244,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
         cov = np.atleast_2d(codes_stats.m2 / max(n - 1, 1))
     out = {"latent_mean": mean, "latent_cov": cov, "recon_means": acc["r"] / n, "decision_scores": None}
     if direct:
-        out["decision_scores"] = direct_scores
+        out["decision_scores"] = comm.concat(direct_scores)
     elif keep:
         Z, R = torch.cat(codes), torch.cat(recon)
         dist = mahalanobis(Z, torch.as_tensor(mean, dtype=torch.float64), latent_precision(cov))
@@ -250,26 +255,35 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
             rm = out["recon_means"][RECON_MEAN_SCORES.index(name)]
             rec = R[:, RECON_MEAN_SCORES.index(name)]
             out["decision_scores"] = (rec / (float(rm) if rm > 0 else 1.0) + dist / Z.shape[1]).numpy()
+        out["decision_scores"] = comm.concat(out["decision_scores"])
     return out
 
 
-def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS) -> tuple[dict, np.ndarray]:
+def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS,
+                  comm=None) -> tuple[dict, np.ndarray]:
     """The reference rows of the "knn" scores and the training means of their neighbour distance and its square,
     and a boolean per training row marking the rows that are in the reference set.
 
     Up to ``rows`` training rows, drawn by ``seed`` (the same rows whether X is an array or
     a streamed source), in the network's scaled layout, flattened; the distances of the
-    reference rows leave each row itself out.
+    reference rows leave each row itself out. Data-parallel (``comm``), X is this rank's
+    shard of the n rows: each rank contributes its reference rows, in row order, and the
+    returned mask covers the shard.
     """
+    from .distributed import Comm
+
+    comm = comm or Comm()
     pick = np.sort(np.random.default_rng(seed).permutation(n)[:rows]) if n > rows else np.arange(n)
     in_reference = np.zeros(n, dtype=bool)
     in_reference[pick] = True
+    start, stop = comm.shard(n)
+    in_reference = in_reference[start:stop]
     if is_source(X):
         parts = [to_net(check_array(c, name="a chunk of X", dtype=None)) for c in X.iter_masked_chunks(in_reference)]
-        ref = np.concatenate(parts)
+        ref = np.concatenate(parts) if parts else to_net(X.read(0, 0))
     else:
-        ref = to_net(X[pick])
-    ref = np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32)
+        ref = to_net(X[np.flatnonzero(in_reference)])
+    ref = comm.concat(np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32))
     d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
     return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
             "knn_mean_sq": float(d.square().mean())}, in_reference

@@ -55,8 +55,6 @@ def save(path, class_name: str, params: dict, fitted) -> None:
 
     Estimators call it as ``est.save(path)``. The folder appears complete or not at all.
     """
-    from safetensors.torch import save_file
-
     from . import __version__
 
     path = Path(path)
@@ -71,10 +69,21 @@ def save(path, class_name: str, params: dict, fitted) -> None:
               "params": _jsonable(params), **_jsonable(state)}
     meta = {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_folder(path, tensors, {"config.json": config, "meta.json": meta}, "weights.safetensors")
+
+
+def write_folder(path: Path, tensors: dict, documents: dict[str, dict], tensor_file: str) -> None:
+    """Write ``tensors`` (safetensors) and JSON ``documents`` into the folder ``path``, atomically.
+
+    Everything is written into a temporary sibling folder, synced, then renamed into
+    place: the folder appears complete or not at all, and a previous one survives a crash.
+    """
+    from safetensors.torch import save_file
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file(tensors, str(tmp / "weights.safetensors"))
-        for name, obj in (("config.json", config), ("meta.json", meta)):
+        save_file(tensors, str(tmp / tensor_file))
+        for name, obj in documents.items():
             with open(tmp / name, "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2)
                 f.flush()

@@ -12,7 +12,7 @@ import torch
 
 from .exceptions import ConfigError
 
-SCALERS = ("auto", "standard", "minmax", "none")
+SCALERS = ("auto", "standard", "minmax", "scale", "none")  # "scale": divide by the root mean square (0 stays 0)
 
 #: Rows per step when statistics are taken over an in-memory array (bounded float64 copies).
 _STATS_BYTES = 8 * 2**20
@@ -38,27 +38,33 @@ class RunningStats:
         X = np.asarray(X)
         if X.shape[0] == 0:
             return self
-        if self.dtype is None:
-            self.dtype = X.dtype
-        elif X.dtype != self.dtype:
-            self.dtype = np.result_type(self.dtype, X.dtype)
         x = X.reshape(X.shape[0], -1).astype(np.float64)
-        m = x.shape[0]
-        if self.integral and X.dtype.kind not in "uib":
-            self.integral = bool(np.array_equal(x, np.round(x)))
-        mean = x.mean(axis=0)
-        dev = x - mean
-        m2 = dev.T @ dev if self.covariance else np.square(dev).sum(axis=0)
-        lo, hi = x.min(axis=0), x.max(axis=0)
-        if self.n == 0:
-            self.n, self.mean, self.m2, self.lo, self.hi = m, mean, m2, lo, hi
+        chunk = RunningStats(self.covariance)
+        chunk.dtype, chunk.n, chunk.mean = X.dtype, x.shape[0], x.mean(axis=0)
+        chunk.integral = X.dtype.kind in "uib" or bool(np.array_equal(x, np.round(x)))
+        dev = x - chunk.mean
+        chunk.m2 = dev.T @ dev if self.covariance else np.square(dev).sum(axis=0)
+        chunk.lo, chunk.hi = x.min(axis=0), x.max(axis=0)
+        return self.merge(chunk)
+
+    def merge(self, other: "RunningStats") -> "RunningStats":
+        """Add the rows summarised by ``other`` (another chunk, or another process's shard)."""
+        if other.n == 0:
             return self
-        n = self.n + m
-        delta = mean - self.mean
+        if self.dtype is None or other.dtype is None:
+            self.dtype = self.dtype if other.dtype is None else other.dtype
+        elif other.dtype != self.dtype:
+            self.dtype = np.result_type(self.dtype, other.dtype)
+        self.integral = self.integral and other.integral
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.lo, self.hi = other.n, other.mean, other.m2, other.lo, other.hi
+            return self
+        m, n = other.n, self.n + other.n
+        delta = other.mean - self.mean
         self.mean = self.mean + delta * (m / n)
         cross = np.outer(delta, delta) if self.covariance else np.square(delta)
-        self.m2 = self.m2 + m2 + cross * (self.n * m / n)
-        self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+        self.m2 = self.m2 + other.m2 + cross * (self.n * m / n)
+        self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
         self.n = n
         return self
 
@@ -128,6 +134,8 @@ class Scaler:
             offset, scale = mean, np.sqrt(np.maximum(var, 0.0))
         elif self.kind == "minmax":
             offset, scale = lo, np.asarray(hi) - np.asarray(lo)
+        elif self.kind == "scale":
+            offset, scale = np.zeros_like(np.asarray(mean, np.float64)), np.sqrt(np.maximum(var, 0.0) + np.square(mean))
         else:
             offset, scale = np.zeros_like(np.asarray(lo, np.float64)), np.ones_like(np.asarray(lo, np.float64))
         offset, scale = np.asarray(offset, np.float64), np.asarray(scale, np.float64)

@@ -73,6 +73,11 @@ def train(
     device: torch.device,
     val_fn: Callable[[], float] | None = None,
     progress: bool = False,
+    comm=None,
+    wrapped: nn.Module | None = None,
+    generators: dict | None = None,
+    checkpoint=None,
+    resume=None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place and return the per-epoch history.
 
@@ -81,19 +86,46 @@ def train(
     stopping, training ends after ``cfg.patience`` epochs without a relative improvement
     of ``cfg.min_delta`` in the monitored loss (validation if given, else training), and
     the best weights are restored.
+
+    Data-parallel (``comm``, an :class:`aelab.distributed.Comm`): ``wrapped`` is the DDP
+    module that ``loss_fn`` runs; the epoch's training loss is summed over ranks, and
+    ``val_fn`` returns the loss over every rank's validation rows, so every rank takes
+    the same early-stopping decision. ``checkpoint`` (an :class:`aelab.checkpoint.Checkpointer`)
+    saves the state every few epochs; ``resume`` (a :class:`aelab.checkpoint.TrainState`)
+    continues from one. ``generators`` names the random generators ``batches`` draws
+    from, saved and restored with it.
     """
+    from .checkpoint import TrainState, rng_state, set_rng_state
+    from .distributed import Comm
+
+    comm = comm or Comm()
+    wrapped = wrapped if wrapped is not None else model
+    generators = generators or {}
     opt = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
     history: dict[str, list[float]] = {"loss": []}
     if val_fn is not None:
         history["val_loss"] = []
-    best, best_state, since_best = math.inf, None, 0
+    best, best_state, since_best, first = math.inf, None, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        opt.load_state_dict(resume.optimizer)
+        history = {k: list(v) for k, v in resume.history.items()}
+        best, since_best, first = resume.best, resume.since_best, resume.epoch
+        best_state = ({k: v.to(device) for k, v in resume.best_model.items()}
+                      if resume.best_model is not None else None)
+        set_rng_state(resume.rng[comm.rank], generators)
+        if cfg.early_stopping and since_best >= cfg.patience:
+            first = cfg.epochs  # the checkpointed run had stopped early: nothing left to train
     bar = _progress(cfg.epochs, progress)
+    if bar is not None and first:
+        bar.update(first)
     params = [p for p in model.parameters() if p.requires_grad]
-    for epoch in range(cfg.epochs):
+    stopped = False
+    for epoch in range(first, cfg.epochs):
         model.train()
         total = torch.zeros((), device=device)
         count = 0
-        for xb in batches(epoch):
+        for xb in batches(epoch):  # data-parallel: every rank yields the same number of batches
             loss = loss_fn(xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -102,7 +134,11 @@ def train(
             opt.step()
             total += loss.detach() * xb.shape[0]
             count += xb.shape[0]
-        train_loss = float(total) / max(count, 1)
+        if comm.parallel:
+            total_sum, count = comm.sum([float(total), count])
+            train_loss = float(total_sum) / max(count, 1)
+        else:
+            train_loss = float(total) / max(count, 1)
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"the training loss became {train_loss} in epoch {epoch + 1}. Likely causes: a learning rate "
@@ -119,16 +155,21 @@ def train(
         if bar is not None:
             bar.set_postfix(loss=f"{train_loss:.4g}", **({"val": f"{monitored:.4g}"} if val_fn else {}))
             bar.update(1)
-        if not cfg.early_stopping:
-            continue
-        if monitored < best - cfg.min_delta * abs(best) if math.isfinite(best) else monitored < best:
-            best, since_best = monitored, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-            if since_best >= cfg.patience:
-                log.info("early stopping after epoch %d (best monitored loss %.4g)", epoch + 1, best)
-                break
+        if cfg.early_stopping:
+            if monitored < best - cfg.min_delta * abs(best) if math.isfinite(best) else monitored < best:
+                best, since_best = monitored, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if since_best >= cfg.patience:
+                    log.info("early stopping after epoch %d (best monitored loss %.4g)", epoch + 1, best)
+                    stopped = True
+        if checkpoint is not None and (stopped or checkpoint.due(epoch, epoch + 1 == cfg.epochs)):
+            state = TrainState(epoch=epoch + 1, history=history, best=best, since_best=since_best,
+                               model=model.state_dict(), optimizer=opt.state_dict(), best_model=best_state)
+            checkpoint.save(state, rng_state(generators))
+        if stopped:
+            break
     if bar is not None:
         bar.close()
     if best_state is not None:

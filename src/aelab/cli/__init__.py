@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import demo, latent, score, train
+from . import demo, export, latent, score, train, trigger
 from ._common import Parser, run
 
 __all__ = ["main", "build_parser"]
@@ -25,7 +25,7 @@ def build_parser() -> Parser:
                            "Run 'aelab COMMAND --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"aelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, train, score, latent):
+    for module in (demo, train, score, latent, export, trigger):
         module.register(sub)
     return parser
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 0
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return run(args)
 
 

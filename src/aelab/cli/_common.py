@@ -257,6 +257,8 @@ def say(args: argparse.Namespace, text: str) -> None:
 # ---------------------------------------------------------------- running a command
 def exit_code(exc: BaseException) -> int:
     """2 for bad input or usage (the user can fix it), 1 for a failure."""
+    if getattr(exc, "exit_code", None) in (EXIT_USAGE, EXIT_FAILURE):  # a failed rank's own exit code
+        return exc.exit_code
     if isinstance(exc, TrainingError):
         return EXIT_FAILURE
     return EXIT_USAGE if isinstance(exc, (AelabError, OSError)) else EXIT_FAILURE
@@ -265,6 +267,8 @@ def exit_code(exc: BaseException) -> int:
 def run(args: argparse.Namespace) -> int:
     """Call the command; turn errors into a one-line message and an exit code."""
     prog = f"aelab {args.command}"
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
+        prog += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
     try:
         if getattr(args, "threads", None):
             import torch

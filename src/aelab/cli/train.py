@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..exceptions import ConfigError, PersistenceError
@@ -42,6 +43,17 @@ def register(sub) -> None:
                         "(uint8, in [0, 1], or whole numbers in [0, 255]) as greyscale images and other 3-D "
                         "arrays, such as collider events (n, objects, features), as tables")
     p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
+    g = p.add_argument_group("scale and resume (see docs/scale.md)")
+    g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="data-parallel ranks on this machine (torch.distributed, gloo on CPU, NCCL on CUDA); "
+                        "each reads 1/N of the rows; batch_size and --threads are per rank (default: "
+                        "the cores shared evenly). Across machines run 'torchrun ... -m aelab train ...' instead")
+    g.add_argument("--checkpoint-every", type=positive_int, metavar="K",
+                   help="save the training state every K epochs (safetensors + JSON, atomic)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where --checkpoint-every writes (default: MODEL.checkpoint, or the --resume folder)")
+    g.add_argument("--resume", metavar="CKPT",
+                   help="continue an interrupted run from its checkpoint folder (same DATA and settings)")
 
     p = add_command(sub, "threshold", threshold, "set a model's threshold from known-normal data and save it",
                     "aelab threshold vae-model normal.npy --fpr 1e-3")
@@ -71,13 +83,44 @@ def _estimator(args):
     return cls(**params)
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def train(args) -> int:
+    from ..distributed import default_threads, process_group, run_cli
+
     est = _estimator(args)
     out = Path(args.out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file())):
         raise PersistenceError(f"--out {str(out)!r} exists and is not a model folder; choose a new folder name.")
+    if args.nproc > 1:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
+        read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
+        threads = args.threads or default_threads(args.nproc)
+        argv = _without_nproc(args.argv) + ([] if args.threads else ["--threads", str(threads)])
+        say(args, f"training on {args.nproc} ranks x {threads} CPU thread(s) (torch.distributed, "
+                  f"{'NCCL' if est.device != 'cpu' and _cuda() else 'gloo'})")
+        run_cli(args.nproc, argv, threads)
+        return 0
+    checkpoint_dir = args.checkpoint_dir or (
+        (args.resume or f"{out}.checkpoint") if args.checkpoint_every else None)
+    fit_kwargs = {"checkpoint_dir": checkpoint_dir, "checkpoint_every": args.checkpoint_every or 1,
+                  "resume": args.resume}
     X = read_source(args.data, args.stream)
-    est.fit(X)
+    with process_group() as comm:
+        est.fit(X, **fit_kwargs)
+        if comm.rank != 0:
+            return 0
     est.save(out)
     loss = {k: v[-1] for k, v in est.history_.items() if v}
     say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])} "
@@ -85,6 +128,12 @@ def train(args) -> int:
               + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
                  if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def threshold(args) -> int:

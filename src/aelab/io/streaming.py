@@ -114,6 +114,11 @@ class ArraySource:
     def _read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def rows(self, start: int, stop: int) -> ArraySource:
+        """A source over rows ``[start, stop)`` only (read lazily, like this one): one process's shard."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        return _RangeSource(self, start, max(start, stop))
+
     def iter_chunks(self, chunk_rows: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive chunks of ``chunk_rows`` rows (the last may be shorter), in order."""
         step = self.chunk_rows if chunk_rows is None else _positive_int(chunk_rows, "chunk_rows")
@@ -184,6 +189,18 @@ class _MemorySource(ArraySource):
 
     def _read(self, start, stop):
         return self._array[start:stop]
+
+
+class _RangeSource(ArraySource):
+    def __init__(self, parent: ArraySource, start: int, stop: int):
+        super().__init__(parent.path, parent.key, (stop - start, *parent.shape[1:]), parent.dtype, parent.chunk_rows)
+        self._parent, self._start = parent, start
+
+    def _read(self, start, stop):
+        return self._parent.read(self._start + start, self._start + stop)
+
+    def close(self):
+        self._parent.close()
 
 
 class _NpySource(ArraySource):
