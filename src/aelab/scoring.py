@@ -174,13 +174,7 @@ def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", sta
                               f"anomaly_score={score!r}, or pass another score.")
         dk = knn_distance(x, stats["knn_ref"], stats["knn_k"],
                           exclude_self=in_reference if in_reference is not None else False)
-        if score == "knn":
-            return dk
-        rec = losses.reconstruction(out.x_hat, x, "mse").to(torch.float64) / stats["mse"]
-        if score == "mse+knn":
-            return rec + KNN_WEIGHT * dk.square() / stats["knn_mean_sq"]
-        z_dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
-        return rec + z_dist / stats["latent_mean"].shape[0] + dk / stats["knn_mean"]
+        return knn_combined(score, dk, out, x, stats)
     if score in FITTED_SCORES:
         if stats is None:
             raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
@@ -198,6 +192,21 @@ def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", sta
     if score == "kl":
         return losses.gaussian_kl(out.mu, out.logvar)
     return losses.elbo(out.x_hat, x, out.mu, out.logvar, beta=1.0, kind=recon_kind)
+
+
+def knn_combined(score: str, dk: torch.Tensor, out, x: torch.Tensor, stats: dict) -> torch.Tensor:
+    """One of :data:`KNN_SCORES` from the neighbour distance ``dk`` (float64), the model's output and ``stats``.
+
+    Shared by :func:`score_batch` and the exported ONNX graph (:mod:`aelab.export.onnx`), which
+    computes ``dk`` its own way (one matrix product and a top-k, any batch size).
+    """
+    if score == "knn":
+        return dk
+    rec = losses.reconstruction(out.x_hat, x, "mse").to(torch.float64) / stats["mse"]
+    if score == "mse+knn":
+        return rec + KNN_WEIGHT * dk.square() / stats["knn_mean_sq"]
+    z_dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
+    return rec + z_dist / stats["latent_mean"].shape[0] + dk / stats["knn_mean"]
 
 
 def feature_errors_batch(model, x: torch.Tensor) -> torch.Tensor:
