@@ -68,3 +68,25 @@ def test_streamed_fit_on_cuda(data, tmp_path):
         est = aelab.Autoencoder(latent_dim=3, epochs=3, random_state=0, device="cuda").fit(src)
     assert est.device_.type == "cuda" and len(est.history_["val_loss"]) == 3
     assert np.isfinite(est.decision_function(X)).all()
+
+
+def test_checkpoint_and_resume_on_cuda(data, tmp_path):
+    X, _ = data
+    whole = aelab.Autoencoder(latent_dim=3, epochs=4, random_state=0, device="cuda").fit(X)
+    part = aelab.Autoencoder(latent_dim=3, epochs=4, random_state=0, device="cuda")
+    part.fit(X, checkpoint_dir=tmp_path / "ck", checkpoint_every=2)
+    resumed = aelab.Autoencoder(latent_dim=3, epochs=4, random_state=0, device="cuda").fit(X, resume=tmp_path / "ck")
+    np.testing.assert_allclose(resumed.decision_function(X), whole.decision_function(X), rtol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="a 2-rank NCCL fit needs two GPUs")
+def test_two_rank_nccl_fit(data):
+    import aelab.distributed as D
+
+    X, X_out = data
+    two = D.fit(aelab.Autoencoder(latent_dim=3, epochs=20, batch_size=16, random_state=0, device="cuda"), X, nproc=2)
+    one = aelab.Autoencoder(latent_dim=3, epochs=20, batch_size=32, random_state=0, device="cuda").fit(X)
+    y = np.r_[np.zeros(500), np.ones(200)]
+    test = np.concatenate([X[:500], X_out])
+    assert abs(roc_auc(y, two.decision_function(test)) - roc_auc(y, one.decision_function(test))) <= 0.01
+    np.testing.assert_allclose(two.scaler_.offset, one.scaler_.offset, rtol=1e-10)

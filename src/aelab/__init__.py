@@ -15,7 +15,8 @@ def __getattr__(name):  # lazy subpackages: `import aelab` imports only torch an
     import importlib
 
     if name in {"datasets", "io", "metrics", "divergences", "thresholds", "nn", "plots", "report",
-                "latent", "losses", "scoring", "preprocessing", "tutorial", "models", "config", "training", "layout", "fitted"}:
+                "latent", "losses", "scoring", "preprocessing", "tutorial", "models", "config", "training", "layout", "fitted",
+                "presets", "export"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'aelab' has no attribute {name!r}")
 

@@ -27,6 +27,9 @@ class ModelConfig:
     variational: bool = False           # True: Gaussian encoder (mu, logvar), VAE
     output: str = "sigmoid"             # "sigmoid" for data scaled to [0, 1], "identity" otherwise
     activation: str = "relu"            # hidden non-linearity: "relu" | "leaky_relu" | "elu" | "tanh"
+    batch_norm: bool = False            # dense: BatchNorm1d after each hidden Linear (folded into it on export)
+    mask_zeros: bool = False            # True: inputs that are exactly 0 (absent, zero-padded objects) are
+                                        # reconstructed as given, so they add no error to the loss or scores
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

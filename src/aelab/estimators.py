@@ -546,6 +546,9 @@ class Autoencoder(_Base):
             raise ConfigError(f"noise_type={self.noise_type!r} is not known; expected one of {NOISE_TYPES}.")
         if self.sparsity < 0:
             raise ConfigError(f"sparsity must be >= 0, got {self.sparsity!r}.")
+        for name in ("batch_norm", "mask_zeros"):
+            if getattr(self, name) not in (True, False):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         if self.early_stopping not in ("auto", True, False):
             raise ConfigError(f"early_stopping must be True, False or 'auto', got {self.early_stopping!r}.")
         if self.trim != "auto" and (not isinstance(self.trim, (int, float, np.number)) or isinstance(self.trim, bool)
@@ -626,9 +629,8 @@ class Autoencoder(_Base):
 
         def train_loss(xb):
             out = forward(corrupt(xb, noise, noise_type), sample=variational)
-            if not variational and sparsity <= 0 and trim <= 0:
-                # the batch mean of per-sample MSEs is the MSE over all entries: one fused kernel
-                return torch.nn.functional.mse_loss(out.x_hat, xb)
+            if not variational and sparsity <= 0:
+                return losses.trimmed_mse(out.x_hat, xb, trim)  # one autograd node, trim or not
             return losses.trimmed_mean(per_sample(out, xb), trim)
 
         def eval_loss(xb):

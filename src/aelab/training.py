@@ -57,6 +57,27 @@ def validation_split(n: int, fraction: float, generator: torch.Generator) -> tup
     return perm[:n_val], perm[n_val:]
 
 
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` (the same rule: scale by max_norm / (norm + 1e-6) when the
+    global norm exceeds max_norm), in fewer operations on the CPU.
+
+    PyTorch's foreach kernels are loops on the CPU: there its clip is a norm, a conversion
+    and a multiply per parameter tensor every step, about a fifth of the operations of a
+    dense autoencoder's step. Here: one norm of the concatenated gradients, and the
+    multiplies only in the steps that clip. CUDA keeps PyTorch's fused version.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if grads[0].device.type != "cpu":
+        nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return
+    norm = float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        torch._foreach_mul_(grads, coef)
+
+
 def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     # The fused Adam kernel (CPU and CUDA) saves ~10% of a step against the foreach one.
     try:
@@ -130,9 +151,9 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+                clip_grad_norm(params, cfg.grad_clip)
             opt.step()
-            total += loss.detach() * xb.shape[0]
+            total.add_(loss.detach(), alpha=xb.shape[0])
             count += xb.shape[0]
         if comm.parallel:
             total_sum, count = comm.sum([float(total), count])

@@ -7,6 +7,10 @@ One class covers the lecture's family; variants are settings of
 * convolutional (``arch="conv"``): any image size, padded to a multiple of 2**stages;
 * linear (``linear=True``): no non-linearity, the PCA-equivalent autoencoder
   (Baldi & Hornik 1989);
+* batch norm (``batch_norm=True``, dense): BatchNorm1d before each hidden activation;
+* zero masking (``mask_zeros=True``): an input that is exactly 0 marks an absent object
+  (zero-padded collider events); its reconstruction is set to 0, so only the objects that
+  are present count in the loss and every reconstruction score;
 * variational (``variational=True``): the encoder returns (mu, logvar); ``z`` is drawn
   with the reparameterisation trick only when ``sample=True`` (training); otherwise z = mu.
 
@@ -51,12 +55,13 @@ def activation_class(cfg: ModelConfig):
         raise ConfigError(f"activation={cfg.activation!r} is not known; expected one of {sorted(_ACTIVATIONS)}.") from None
 
 
-def mlp(sizes, activation, last_activation: bool) -> nn.Sequential:
+def mlp(sizes, activation, last_activation: bool, batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers with an activation (after a BatchNorm1d when ``batch_norm``) between them."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if last_activation or i < len(sizes) - 2:
-            layers.append(activation())
+            layers += [nn.BatchNorm1d(b), activation()] if batch_norm else [activation()]
     return nn.Sequential(*layers)
 
 
@@ -72,8 +77,9 @@ class AutoencoderNet(nn.Module):
         if cfg.arch == "dense":
             (d,) = cfg.input_shape
             widths = [d, *cfg.hidden]
-            self.encoder = nn.Sequential(nn.Flatten(), mlp([*widths, code], act, last_activation=False))
-            self.decoder = mlp([k, *widths[::-1]], act, last_activation=False)
+            bn = bool(cfg.batch_norm)
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([*widths, code], act, last_activation=False, batch_norm=bn))
+            self.decoder = mlp([k, *widths[::-1]], act, last_activation=False, batch_norm=bn)
         elif cfg.arch == "conv":
             c, h, w = cfg.input_shape
             s = 2 ** len(cfg.channels)
@@ -116,4 +122,7 @@ class AutoencoderNet(nn.Module):
         z = mu
         if sample and logvar is not None:
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        return AEOutput(self.decode(z), z, mu if logvar is not None else None, logvar)
+        x_hat = self.decode(z)
+        if self.cfg.mask_zeros:  # absent (zero-padded) inputs are given back as they are: no error
+            x_hat = torch.where(x == 0, x, x_hat)
+        return AEOutput(x_hat, z, mu if logvar is not None else None, logvar)

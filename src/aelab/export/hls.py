@@ -1,0 +1,306 @@
+"""hls4ml firmware projects of dense autoencoders, with bit-accurate C emulation and a parity report.
+
+:func:`to_hls` writes an hls4ml project (Vitis by default; Vivado, ...) of the network with
+the precision the user names, builds its C++ emulation with g++ (``compile()``, 4-8 s, no
+Vivado needed) and compares the emulated firmware score with the float model's.
+
+What goes into the firmware, and at which precision P (``ap_fixed<W,I>``):
+
+* **preprocessing**: the fitted scaler ``(x - offset) / scale`` is applied before the
+  firmware, in float, then the scaled input saturates to P's range and is cast to P
+  (``aelab_preprocessing.json`` in the project holds offset, scale and range). For the
+  trigger preset (``scaler="scale"``) the offset is 0 and the step is one multiplication per
+  input, which the upstream unpacking of the trigger objects does anyway. Folding it into
+  the first layer instead would make the pT weights ~1/scale and cost them their digits;
+* **batch norm** is folded into the Linear layer before it (in float64), before casting;
+* **weights, biases, the input and every activation output** are P; the leaky-ReLU slope is
+  ``ap_ufixed<8,I>`` with its leading bit on top (P with ``accum="same"``);
+* **accumulators and Dense results** are widened to what the sum needs (``accum="auto"``,
+  hls4ml's own inference) so that no sum is truncated; the activation after a Dense casts
+  back to P, so this costs no storage between layers. The latent code (the encoder's last
+  Dense, no activation) and the output layer therefore stay wide. ``accum="same"`` puts P
+  everywhere (hls4ml ``granularity="model"``) for a strict check;
+* **the score** is computed as firmware would from the fixed-point input and output: the sum
+  of squared errors (over the inputs that are present for ``mask_zeros`` models), or
+  ``|mu|^2`` for a VAE, whose export is the encoder's mean only.
+
+:func:`aelab.export.quantize.emulate` reproduces this arithmetic in PyTorch; the tests check
+that the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..exceptions import ConfigError, require
+from .quantize import (ACCUM, FixedPoint, _fitted, _input, _score, _slope_type, emulate, fixed_point_network,
+                       parse_precision)
+
+__all__ = ["to_hls", "check_hls_compat", "hls_network", "hls_scores", "format_parity", "BACKENDS", "IO_TYPES"]
+
+BACKENDS = ("Vitis", "Vivado", "Catapult", "oneAPI", "Quartus")
+IO_TYPES = ("io_parallel", "io_stream")
+_TAKEN = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Flatten, nn.Identity, nn.Dropout)
+_CONV = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Upsample, nn.Unflatten)
+
+
+def check_hls_compat(est_or_fitted) -> list[str]:
+    """Each layer of the model that :func:`to_hls` cannot take, as "name (Type): why"; empty when all can.
+
+    to_hls takes dense autoencoders (and VAEs, encoder mean only) built of Linear,
+    BatchNorm1d, ReLU, LeakyReLU, Tanh and Sigmoid. Convolutional networks convert in hls4ml
+    but are not exported by aelab yet; PCA and other activations are named here.
+    """
+    f = _fitted(est_or_fitted)
+    cfg = f.model_cfg
+    if cfg.kind != "autoencoder":
+        return [f"model ({type(f.model).__name__}): a {cfg.kind} model has no layers to convert; fit an "
+                "Autoencoder (aelab.presets.adc2021() for collider events)"]
+    bad = []
+    for name, m in f.model.named_modules():
+        if list(m.children()) or isinstance(m, _TAKEN):
+            continue
+        why = ("convolutional autoencoders are not exported by aelab yet (use arch='dense')" if isinstance(m, _CONV)
+               else "not an activation aelab exports (fit with activation='relu' or 'leaky_relu')")
+        bad.append(f"{name} ({type(m).__name__}): {why}")
+    if cfg.arch != "dense" and not bad:
+        bad.append(f"model (arch={cfg.arch!r}): only dense networks are exported")
+    return bad
+
+
+def hls_network(est_or_fitted) -> nn.Sequential:
+    """The float network hls4ml converts: Linear layers with batch norm folded in, then the activations
+    (a VAE: its encoder's mean only). Named dense1, act1, ... (the firmware's layer names)."""
+    ops, _ = fixed_point_network(est_or_fitted)
+    layers, n = OrderedDict(), 0
+    for op in ops:
+        if op[0] == "dense":
+            n += 1
+            lin = nn.Linear(op[1].shape[1], op[1].shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(op[1]), lin.bias.copy_(op[2])
+            layers[f"dense{n}"] = lin
+        else:
+            layers[f"act{n}"] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[op[0]]() \
+                if op[0] != "leaky_relu" else nn.LeakyReLU(op[1])
+    return nn.Sequential(layers).eval()
+
+
+def _hls4ml():
+    return require("hls4ml", "hls", "Exporting to hls4ml")
+
+
+def _config(hls4ml, net: nn.Sequential, d: int, p: FixedPoint, accum: str, backend: str, reuse_factor: int,
+            pw: FixedPoint | None = None) -> tuple:
+    """hls4ml's per-layer configuration with every precision set explicitly, and a table of them."""
+    cfg = hls4ml.utils.config_from_pytorch_model(net, (d,), granularity="name", backend=backend,
+                                                 default_precision=str(p), default_reuse_factor=reuse_factor)
+    wide = "auto" if accum == "auto" else str(p)
+    table = []
+    for name, layer in cfg["LayerName"].items():
+        prec = layer["Precision"]
+        module = dict(net.named_children()).get(name)
+        if isinstance(module, nn.Linear):
+            prec.update(weight=str(pw or p), bias=str(pw or p), accum=wide, result=wide)
+        elif isinstance(module, nn.LeakyReLU):
+            prec.update(result=str(p), param=str(_slope_type(module.negative_slope, p, accum)))
+        else:
+            prec["result"] = str(p)
+        table.append({"layer": name, **{k: v for k, v in prec.items() if k != "table"}})
+    return cfg, table
+
+
+def _convert(f, output_dir, p: FixedPoint, accum: str, backend: str, reuse_factor: int, io_type: str,
+             pw: FixedPoint | None = None):
+    hls4ml = _hls4ml()
+    net = hls_network(f)
+    d = net[0].in_features
+    cfg, table = _config(hls4ml, net, d, p, accum, backend, reuse_factor, pw)
+    model = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, output_dir=str(output_dir),
+                                                         backend=backend, io_type=io_type)
+    keep = ("result", "weight", "bias", "accum", "param")
+    resolved = {layer.name: {k: _ap(v.precision) for k, v in
+                             ((k.replace(f"{layer.name}_", "").removesuffix("_t"), v)
+                              for k, v in layer.get_layer_precision().items()) if k in keep}
+                for layer in model.get_layers()}
+    names = [n for n, _ in net.named_children()]
+    for row in table:  # the types hls4ml settled on ("auto" resolved), and why a type is wider than P
+        row.update(resolved.get(row["layer"], {}))
+        module = dict(net.named_children()).get(row["layer"])
+        if isinstance(module, nn.Linear) and accum == "auto":
+            i = names.index(row["layer"])
+            nxt = net[i + 1] if i + 1 < len(names) else None
+            after = ("the output reaches the score at full width" if nxt is None else
+                     "the next Dense takes it at full width" if isinstance(nxt, nn.Linear) else
+                     "the activation after it casts back to P")
+            row["why"] = f"accumulator and result hold the sum of {module.in_features} products exactly; {after}"
+    return model, table
+
+
+def _ap(precision) -> str:
+    """hls4ml's 'fixed<16,6,TRN,WRAP,0>' as 'ap_fixed<16,6>' (modes shown when not the defaults)."""
+    text = str(precision)
+    try:
+        return str(parse_precision(text.replace(",0>", ">")))
+    except ConfigError:
+        return text
+
+
+def _compile(model) -> str | None:
+    """Build the C emulation; None on success, else why not."""
+    if shutil.which("g++") is None:
+        return "no C++ compiler (g++) on PATH: the project is written, its C emulation was not built"
+    try:
+        model.compile()
+    except Exception as exc:  # the compiler's own message
+        return f"g++ failed to build the emulation: {' '.join(str(exc).split())[:400]}"
+    return None
+
+
+def _predict(model, f, X, p: FixedPoint):
+    """(score, output) of the compiled hls4ml model on X, with the documented preprocessing."""
+    ops, target = fixed_point_network(f)
+    x, mask = _input(f, X, p)
+    out = np.asarray(model.predict(np.ascontiguousarray(x.float().numpy())), dtype=np.float64)
+    out = torch.from_numpy(out.reshape(len(X), -1))
+    return _score(x, out, target, mask).numpy(), out.numpy()
+
+
+def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None, weight_precision=None) -> np.ndarray:
+    """Firmware scores of X from hls4ml's compiled C emulation at ``precision`` (a temporary project
+    unless ``output_dir``)."""
+    import tempfile
+
+    f = _fitted(est_or_fitted)
+    p = parse_precision(precision)
+    with tempfile.TemporaryDirectory(prefix="aelab-hls-") as tmp:
+        pw = None if weight_precision is None else parse_precision(weight_precision)
+        model, _ = _convert(f, output_dir or Path(tmp) / "project", p, accum, "Vitis", 1, "io_parallel", pw)
+        why = _compile(model)
+        if why:
+            raise ConfigError(f"cannot emulate with hls4ml: {why}. Use engine='torch' for the PyTorch emulation.")
+        return _predict(model, f, np.asarray(X), p)[0]
+
+
+def _relative(a, b) -> dict:
+    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-12)
+    return {"mean": float(rel.mean()), "median": float(np.median(rel)), "p99": float(np.quantile(rel, 0.99)),
+            "max": float(rel.max())}
+
+
+def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: int = 1, io_type: str = "io_parallel",
+           backend: str = "Vitis", accum: str = "auto", X=None, compile: bool = True, weight_precision=None) -> dict:
+    """Write an hls4ml project of the model, build its C emulation and report parity with the float model.
+
+    Parameters
+    ----------
+    est_or_fitted : a fitted dense Autoencoder or VAE (or its ``fitted_``)
+    output_dir : path of the hls4ml project (created; an existing project is replaced)
+    precision : str
+        ``ap_fixed<W,I>`` (optionally with rounding and overflow modes) for the input, weights,
+        biases and activation outputs; see :mod:`aelab.export.hls` for what is widened and why.
+    reuse_factor, io_type, backend : hls4ml's settings (1, "io_parallel", "Vitis": lowest latency)
+    accum : "auto" (wide accumulators, hls4ml's inference) or "same" (P everywhere)
+    weight_precision : str, optional
+        Another type for the weights and biases (such as ``ap_fixed<8,2>``: trained weights are
+        smaller than activations); default ``precision``.
+    X : array, optional
+        Rows in the model's input units for the parity report; default 1,000 rows decoded from
+        the Gaussian of the training codes.
+    compile : bool
+        Build the bit-accurate C emulation with g++ and report parity (default True).
+
+    Returns
+    -------
+    dict: "output_dir", "precision", "layers" (per-layer precisions), "hls_model" (hls4ml's
+    ModelGraph), "parity" (relative deviation of the emulated firmware score from the float
+    score, and from aelab's PyTorch fixed-point emulation: mean, median, p99, max) or
+    "not_compiled" (why not). The project folder also holds aelab_preprocessing.json and
+    aelab_parity.json.
+
+    Raises
+    ------
+    ConfigError : unparsable precision, unknown setting, or layers hls4ml cannot take (named).
+    MissingDependencyError : hls4ml is not installed (``pip install 'aelab[hls]'``).
+    """
+    f = _fitted(est_or_fitted)
+    p = parse_precision(precision)
+    pw = None if weight_precision is None else parse_precision(weight_precision)
+    if accum not in ACCUM:
+        raise ConfigError(f"accum={accum!r} is not known; expected one of {ACCUM}.")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is not known; expected one of {BACKENDS}.")
+    if io_type not in IO_TYPES:
+        raise ConfigError(f"io_type={io_type!r} is not known; expected one of {IO_TYPES}.")
+    if isinstance(reuse_factor, bool) or not isinstance(reuse_factor, (int, np.integer)) or reuse_factor < 1:
+        raise ConfigError(f"reuse_factor must be a positive integer, got {reuse_factor!r}.")
+    bad = check_hls_compat(f)
+    if bad:
+        raise ConfigError("hls4ml cannot take this model: " + "; ".join(bad) + ".")
+    _hls4ml()
+    out = Path(output_dir)
+    if out.exists() and not (out / "hls4ml_config.yml").exists() and any(out.iterdir()):
+        raise ConfigError(f"{str(out)!r} exists and is not an hls4ml project; give a new or empty folder.")
+    shutil.rmtree(out, ignore_errors=True)
+    model, table = _convert(f, out, p, accum, backend, int(reuse_factor), io_type, pw)
+    model.write()
+    ops, target = fixed_point_network(f)
+    lo, hi = p.range
+    pre = {"scaler": f.scaler.config(), "offset": np.asarray(f.scaler.offset, float).ravel().tolist(),
+           "scale": np.asarray(f.scaler.scale, float).ravel().tolist(), "input_range": [lo, hi],
+           "input_type": str(p), "mask_zeros": bool(f.model_cfg.mask_zeros), "output": target,
+           "score": "sum over inputs of (x_q - output)^2" + (" where the raw input is not 0"
+                                                             if f.model_cfg.mask_zeros else "")
+           if target == "reconstruction" else "sum of mu^2",
+           "steps": "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"}
+    (out / "aelab_preprocessing.json").write_text(json.dumps(pre, indent=1))
+    report = {"output_dir": str(out), "precision": str(p), "weight_precision": str(pw or p), "accum": accum,
+              "backend": backend,
+              "io_type": io_type, "reuse_factor": int(reuse_factor), "layers": table, "hls_model": model}
+    if not compile:
+        report["not_compiled"] = "compile=False"
+        return report
+    why = _compile(model)
+    if why:
+        report["not_compiled"] = why
+        return report
+    if X is None:
+        rng = np.random.default_rng(0)
+        Z = rng.multivariate_normal(f.latent_mean, f.latent_cov, size=1000, method="eigh").astype(np.float32)
+        with torch.no_grad():
+            X = f.from_net(f.model.decode(torch.from_numpy(Z).to(f.device)).cpu().numpy())
+    X = np.asarray(X)
+    hls, _ = _predict(model, f, X, p)
+    emu = emulate(f, X, p, accum, pw)
+    report["parity"] = {"n": int(len(X)), "vs_float": _relative(hls, emu["float_score"]),
+                        "vs_torch_emulation": _relative(hls, emu["score"]),
+                        "torch_emulation_vs_float": _relative(emu["score"], emu["float_score"])}
+    (out / "aelab_parity.json").write_text(json.dumps({k: v for k, v in report.items() if k != "hls_model"},
+                                                      indent=1, default=str))
+    return report
+
+
+def format_parity(report: dict) -> str:
+    """One line per comparison of :func:`to_hls`'s parity report."""
+    if "parity" not in report:
+        return f"{report['precision']}: no emulation ({report.get('not_compiled')})"
+    weights = "" if report["weight_precision"] == report["precision"] else f", weights {report['weight_precision']}"
+    lines = [f"{report['precision']}{weights} (accumulators {report['accum']}), {report['parity']['n']} rows: "
+             "relative deviation of the per-sample score"]
+    for k, v in report["parity"].items():
+        if isinstance(v, dict):
+            lines.append(f"  {k.replace('_', ' ')}: mean {v['mean']:.3%}, median {v['median']:.3%}, "
+                         f"p99 {v['p99']:.3%}, max {v['max']:.3%}")
+    lines.append("layer types:")
+    for row in report["layers"]:
+        types = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("layer", "why"))
+        lines.append(f"  {row['layer']}: {types}" + (f" ({row['why']})" if "why" in row else ""))
+    return "\n".join(lines)
+
