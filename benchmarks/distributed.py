@@ -1,7 +1,8 @@
 """Data parallelism on one machine: 1 process x 2 threads against 2 processes x 1 thread.
 
-For each data set, the same rows, seed and global batch (64: one process with
-batch_size 64, two ranks with 32 each) are fitted both ways; each rank is launched by
+For each data set and global batch B (64, aelab's auto batch for large sets, and 1024,
+the trigger recipe's), the same rows and seed are fitted both ways (one process with
+batch_size B, two ranks with B / 2 each); each rank is launched by
 torchrun's elastic agent (``aelab.distributed.launch``) and reports from inside:
 
 * ``rows_per_s``: training rows x epochs / seconds of ``fit`` (process start-up excluded);
@@ -73,11 +74,12 @@ def worker(path: str, params: dict, stream: bool) -> dict:
                 "final_loss": est.history_["loss"][-1]}
 
 
-def compare(name: str, path: str, epochs: int, extra: dict) -> dict:
+def compare(name: str, path: str, epochs: int, extra: dict, global_batch: int) -> dict:
     from aelab.distributed import launch
 
-    out = {}
-    for label, nproc, threads, batch in (("1 process x 2 threads", 1, 2, 64), ("2 processes x 1 thread", 2, 1, 32)):
+    out = {"global_batch": global_batch}
+    for label, nproc, threads, batch in (("1 process x 2 threads", 1, 2, global_batch),
+                                         ("2 processes x 1 thread", 2, 1, global_batch // 2)):
         params = {"epochs": epochs, "batch_size": batch, "random_state": 0, "early_stopping": False, **extra}
         ranks = launch(nproc, worker, (path, params, False), threads=threads)
         r0 = ranks[0]
@@ -85,11 +87,11 @@ def compare(name: str, path: str, epochs: int, extra: dict) -> dict:
                       "fit_s": r0["fit_s"], "allreduce_ms": r0["allreduce_ms"],
                       "allreduce_share": r0["allreduce_share"], "final_loss": r0["final_loss"],
                       "peak_rss_mb": [ranks[r]["peak_rss_mb"] for r in sorted(ranks)], "params": r0["params"]}
-        print(f"{name:9s} {label:24s} {r0['rows_per_s']:10.0f} rows/s  all-reduce {r0['allreduce_ms']:.3f} ms "
+        print(f"{name:9s} batch {global_batch:5d} {label:24s} {r0['rows_per_s']:10.0f} rows/s  all-reduce {r0['allreduce_ms']:.3f} ms "
               f"({100 * r0['allreduce_share']:.1f}% of the fit)  loss {r0['final_loss']:.4g}", flush=True)
     a, b = out["1 process x 2 threads"], out["2 processes x 1 thread"]
     out["ratio_2x1_over_1x2"] = b["rows_per_s"] / a["rows_per_s"]
-    print(f"{name:9s} 2x1 / 1x2 = {out['ratio_2x1_over_1x2']:.2f}", flush=True)
+    print(f"{name:9s} batch {global_batch:5d} 2x1 / 1x2 = {out['ratio_2x1_over_1x2']:.2f}", flush=True)
     return out
 
 
@@ -98,7 +100,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--rows", type=int, default=200_000, help="collider-shaped rows in memory (default 200,000)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--stream-rows", type=int, default=5_300_000, help="rows of the streamed file (1.2 GB)")
-    ap.add_argument("--skip-stream", action="store_true")
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 1024],
+                    help="global batches compared (default: 64, aelab's auto batch for large sets, and 1024, "
+                         "the trigger recipe's)")
+    ap.add_argument("--skip-stream", action="store_true",
+                    help="skip the 1.2 GB streamed fit (its last result in distributed.json is kept)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     import torch
@@ -109,19 +115,24 @@ def main(argv=None) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="aelab-dist-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-               "aelab": aelab.__version__, "global_batch": 64, "datasets": {}}
+               "aelab": aelab.__version__, "datasets": {}}
     collider = work / "collider.npy"
     make_data(collider, args.rows, 57)
-    results["datasets"]["collider"] = {"rows": args.rows, "features": 57,
-                                       **compare("collider", str(collider), args.epochs, {})}
+    for b in args.batches:
+        results["datasets"][f"collider, batch {b}"] = {"rows": args.rows, "features": 57,
+                                                       **compare("collider", str(collider), args.epochs, {}, b)}
     mnist_dir = REPO.parent / "shared" / "data" / "mnist_idx"
     if mnist_dir.is_dir():
         X, _ = aelab.datasets.load_mnist("train", data_dir=str(mnist_dir), download=False)
     else:
         X, _ = aelab.datasets.load_mnist("sample")
     np.save(work / "mnist.npy", X)
-    results["datasets"]["mnist"] = {"rows": len(X), "shape": list(X.shape[1:]),
-                                    **compare("mnist", str(work / "mnist.npy"), args.epochs, {})}
+    for b in args.batches:
+        results["datasets"][f"mnist, batch {b}"] = {"rows": len(X), "shape": list(X.shape[1:]),
+                                                    **compare("mnist", str(work / "mnist.npy"), args.epochs, {}, b)}
+    previous = RESULTS / "distributed.json"
+    if args.skip_stream and previous.exists() and "stream_2_ranks" in json.loads(previous.read_text()):
+        results["stream_2_ranks"] = json.loads(previous.read_text())["stream_2_ranks"]
     if not args.skip_stream:
         big = work / "stream.npy"
         if not big.exists():
@@ -137,8 +148,8 @@ def main(argv=None) -> dict:
               f"{results['stream_2_ranks']['peak_rss_mb']} MB, {ranks[0]['rows_per_s']:.0f} rows/s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distributed.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| data | layout | batch per rank | rows/s | all-reduce per step | share of fit | peak RSS per rank (MB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| data, global batch | layout | batch per rank | rows/s | all-reduce per step | share of fit "
+             "| peak RSS per rank (MB) |", "|---|---|---|---|---|---|---|"]
     for name, d in results["datasets"].items():
         for label in ("1 process x 2 threads", "2 processes x 1 thread"):
             r = d[label]

@@ -37,6 +37,9 @@ __all__ = ["Autoencoder", "VAE", "PCA", "load"]
 #: A streamed fit keeps its validation rows in memory up to this size, and re-reads them each epoch above it.
 VAL_CACHE_BYTES = 64 * 2**20
 
+#: batch_size="auto" takes 64 rows a step (and lr="auto" 2e-3) above this many rows, 32 (1e-3) up to it.
+WIDE_BATCH_ROWS = 5000
+
 #: Parameters renamed in 0.2: old name -> new name (the old one still works, with a FutureWarning).
 RENAMED_PARAMS = {"score": "anomaly_score"}
 
@@ -448,8 +451,18 @@ class Autoencoder(_Base):
     contamination : float
         Share of training samples assumed anomalous, used for the threshold set at fit.
     epochs : int or None
-        Maximum epochs; None picks about 3,000 optimiser steps (10 to 200 epochs).
-    batch_size, lr, weight_decay : training settings (Adam).
+        Maximum epochs; None picks the epochs of about 3,000 optimiser steps of 32 rows
+        (10 to 200 epochs; with an explicit ``batch_size``, 3,000 steps of that size).
+    batch_size : int or "auto", default "auto"
+        Rows per optimiser step (per rank when data-parallel). "auto": 32, and 64 for more
+        than 5,000 rows, which covers the same epochs in half the steps (on one-class MNIST,
+        5,400-6,700 rows per digit: mean ROC AUC 0.9817 against 0.9796 with 32, and fit+score
+        of the ten digits in 41 s against PyOD AutoEncoder's 57 s; see docs/anomaly.md).
+    lr : float or "auto", default "auto"
+        Adam's learning rate. "auto": 1e-3, and 2e-3 when ``batch_size="auto"`` picks 64
+        (the linear scaling rule: twice the batch, twice the rate).
+    weight_decay : float
+        Adam's (L2) weight decay.
     validation_fraction : float
         Held-out share of the training data for early stopping; 0 disables.
     early_stopping : bool or "auto", default "auto"
@@ -494,7 +507,7 @@ class Autoencoder(_Base):
     @_accepts_renamed
     def __init__(self, latent_dim=None, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size="auto", lr="auto",
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):
@@ -559,12 +572,14 @@ class Autoencoder(_Base):
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
         for name in ("batch_size", "patience"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}.")
+            if (name == "patience" or v != "auto") and (not isinstance(v, (int, np.integer)) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer{' or auto' if name == 'batch_size' else ''}, "
+                                  f"got {v!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, (int, np.integer)) or self.epochs < 1):
             raise ConfigError(f"epochs must be a positive integer or None, got {self.epochs!r}.")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
+        if self.lr != "auto" and (not isinstance(self.lr, (int, float, np.number)) or isinstance(self.lr, bool)
+                                  or not self.lr > 0):
+            raise ConfigError(f"lr must be 'auto' or a number > 0, got {self.lr!r}.")
         if self.latent_dim is not None and (not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1):
             raise ConfigError(f"latent_dim must be a positive integer or None, got {self.latent_dim!r}.")
 
@@ -584,14 +599,26 @@ class Autoencoder(_Base):
                            variational=self._variational, output=output, activation=self.activation,
                            batch_norm=bool(self.batch_norm), mask_zeros=bool(self.mask_zeros))
 
-    def _train_config(self, n_train: int) -> TrainConfig:
+    def _train_config(self, n_train: int, n_rows: int) -> TrainConfig:
+        """Resolve the "auto" training settings for ``n_train`` training rows (per rank) of ``n_rows``.
+
+        Gradients are clipped (global norm 10) for the VAE only: its ELBO sums over features,
+        and on the ODDS tables its gradient norms reached 150 and were clipped in up to 99%
+        of steps; the autoencoders' mean squared error stayed below 1.8 on 15 of 16 tables
+        (one step of one table reached 15.7), where clipping costs ~4% of a step and
+        changes nothing.
+        """
+        auto_batch = self.batch_size == "auto"
+        batch = (64 if n_rows > WIDE_BATCH_ROWS else 32) if auto_batch else int(self.batch_size)
+        lr = (2e-3 if batch == 64 and auto_batch else 1e-3) if self.lr == "auto" else float(self.lr)
         epochs = self.epochs
         if epochs is None:
-            steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+            steps_per_epoch = max(1, math.ceil(n_train / (32 if auto_batch else batch)))
             epochs = int(np.clip(math.ceil(3000 / steps_per_epoch), 10, 200))
-        return TrainConfig(epochs=int(epochs), batch_size=int(self.batch_size), lr=float(self.lr),
+        return TrainConfig(epochs=int(epochs), batch_size=batch, lr=lr,
                            weight_decay=float(self.weight_decay), validation_fraction=float(self.validation_fraction),
-                           early_stopping=self._early_stopping(), patience=int(self.patience))
+                           early_stopping=self._early_stopping(), patience=int(self.patience),
+                           grad_clip=10.0 if self._variational else None)
 
     def _early_stopping(self) -> bool:
         """``early_stopping="auto"``: on, but off for a linear model.
@@ -647,7 +674,7 @@ class Autoencoder(_Base):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         val_idx, train_idx = validation_split(run.n, float(self.validation_fraction), gen)
         n_val = len(val_idx)
-        cfg = self._train_config(math.ceil(len(train_idx) / comm.world))
+        cfg = self._train_config(math.ceil(len(train_idx) / comm.world), run.n)
         if comm.parallel:
             train_idx = _equal_shares(train_idx, run.n, comm)
             val_idx = val_idx[(val_idx >= start) & (val_idx < stop)] - start
@@ -751,7 +778,7 @@ class VAE(Autoencoder):
     @_accepts_renamed
     def __init__(self, latent_dim=None, beta=1.0, hidden=None, arch="auto", channels=(32, 64), backbone="plain",
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
-                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size=32, lr=1e-3,
+                 batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size="auto", lr="auto",
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
                  input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):

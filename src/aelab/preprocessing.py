@@ -41,7 +41,8 @@ class RunningStats:
         x = X.reshape(X.shape[0], -1).astype(np.float64)
         chunk = RunningStats(self.covariance)
         chunk.dtype, chunk.n, chunk.mean = X.dtype, x.shape[0], x.mean(axis=0)
-        chunk.integral = X.dtype.kind in "uib" or bool(np.array_equal(x, np.round(x)))
+        # whole numbers: checked only while every earlier value was one (one pass saved per chunk after)
+        chunk.integral = X.dtype.kind in "uib" or (self.integral and bool(np.array_equal(x, np.round(x))))
         dev = x - chunk.mean
         chunk.m2 = dev.T @ dev if self.covariance else np.square(dev).sum(axis=0)
         chunk.lo, chunk.hi = x.min(axis=0), x.max(axis=0)
