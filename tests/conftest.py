@@ -31,3 +31,16 @@ def blobs():
     X = rng.normal(size=(600, 3)) @ W + 0.05 * rng.normal(size=(600, 8))
     X_out = rng.normal(size=(40, 8)) * X.std(0)  # same spread, but off the 3-D subspace
     return X.astype(np.float32), X_out.astype(np.float32)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv) -> (exit code, stdout, stderr)`` of ``aelab ARGV``, in this process."""
+    from aelab.cli import main
+
+    def call(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

@@ -16,16 +16,6 @@ FORMATS = ["npy", "csv", "parquet"]
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture
-def cli(capsys):
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
 def write(path, array):
     """Write ``array`` in the format of ``path``'s extension, the way users' files look."""
     path = str(path)

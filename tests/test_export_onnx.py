@@ -12,7 +12,6 @@ import onnx
 import pytest
 
 import aelab
-from aelab.cli import main
 from aelab.exceptions import ConfigError, DataError, MissingDependencyError, NotFittedError
 from aelab.export.onnx import (AUTO_MIN_ROWS, OUTPUTS, export_onnx, int8_cost, onnx_scores, onnx_session,
                                pick_engine, quantize_int8, run_session)
@@ -195,16 +194,6 @@ def test_engine_rule_and_streamed_onnx_scores(models, table, tmp_path, monkeypat
     np.save(tmp_path / "T.npy", table[1])
     source = aelab.io.open_array(tmp_path / "T.npy", chunk_rows=7)
     assert rel(onnx_scores(ae, source), ae.decision_function(table[1])) < TOL
-
-
-@pytest.fixture
-def cli(capsys):
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 def test_cli_export_then_score_and_evaluate_with_onnxruntime(cli, models, table, tmp_path):

@@ -57,9 +57,14 @@ class Comm:
         return f"Comm(rank={self.rank}, world={self.world})"
 
     # ------------------------------------------------------------------ sharding
+    def bounds(self, n: int) -> list[int]:
+        """Where the ranks' shards of n rows start, and n: contiguous ranges in rank order."""
+        return [n * r // self.world for r in range(self.world + 1)]
+
     def shard(self, n: int) -> tuple[int, int]:
-        """This rank's rows ``[start, stop)`` of n: contiguous ranges in rank order."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+        """This rank's rows ``[start, stop)`` of n."""
+        b = self.bounds(n)
+        return b[self.rank], b[self.rank + 1]
 
     def rows(self, X, n: int):
         """This rank's shard of X (an array, or a source read lazily: only these rows are read)."""

@@ -58,7 +58,7 @@ def _accepts_renamed(init):
     return wrapper
 
 
-def _valid_thread_count(n) -> bool:
+def _positive_int(n) -> bool:
     return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1
 
 
@@ -68,7 +68,7 @@ def _in_threads(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         n = self.n_threads
-        if n is None or not _valid_thread_count(n):
+        if n is None or not _positive_int(n):
             return method(self, *args, **kwargs)  # None, or a bad value that fit's validation reports
         previous = torch.get_num_threads()
         torch.set_num_threads(int(n))
@@ -352,7 +352,7 @@ class _Base(ParamsBase):
             raise ConfigError(f"scaler={self.scaler!r} is not known; expected one of {SCALERS}.")
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
-        if self.n_threads is not None and not _valid_thread_count(self.n_threads):
+        if self.n_threads is not None and not _positive_int(self.n_threads):
             raise ConfigError(f"n_threads must be a positive integer or None (PyTorch's own setting), "
                               f"got {self.n_threads!r}.")
         if self.novelty not in (True, False):
@@ -375,9 +375,9 @@ def _equal_shares(train_idx: torch.Tensor, n: int, comm) -> torch.Tensor:
     the smallest shard holds: the few rows above that (of the order of sqrt(n), drawn at
     random by the split) are left out of the gradient steps, and only of them.
     """
-    bounds = [n * r // comm.world for r in range(comm.world + 1)]
+    bounds = comm.bounds(n)
     counts = [int(((train_idx >= a) & (train_idx < b)).sum()) for a, b in zip(bounds, bounds[1:])]
-    start, stop = bounds[comm.rank], bounds[comm.rank + 1]
+    start, stop = comm.shard(n)
     return train_idx[(train_idx >= start) & (train_idx < stop)][: min(counts)] - start
 
 
@@ -471,7 +471,8 @@ class Autoencoder(_Base):
     patience : int
         Epochs without improvement before stopping.
     scaler : {"auto", "standard", "minmax", "scale", "none"}
-        "scale" divides each column by its root mean square (zeros stay zeros). "auto": images are min-max scaled to [0, 1] as a whole; tables are min-max scaled
+        "scale" divides each column by its root mean square (zeros stay zeros). "auto": images
+        are min-max scaled to [0, 1] as a whole; tables are min-max scaled
         per column when they are uint8 or all in [0, 1], and standardised per column
         otherwise.
     novelty : bool, default False
@@ -570,11 +571,10 @@ class Autoencoder(_Base):
                               f"got {self.trim!r}. Use 0 to train on every sample.")
         if not (0 <= self.validation_fraction < 1):
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
-        for name in ("batch_size", "patience"):
-            v = getattr(self, name)
-            if (name == "patience" or v != "auto") and (not isinstance(v, (int, np.integer)) or v < 1):
-                raise ConfigError(f"{name} must be a positive integer{' or auto' if name == 'batch_size' else ''}, "
-                                  f"got {v!r}.")
+        if self.batch_size != "auto" and not _positive_int(self.batch_size):
+            raise ConfigError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}.")
+        if not _positive_int(self.patience):
+            raise ConfigError(f"patience must be a positive integer, got {self.patience!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, (int, np.integer)) or self.epochs < 1):
             raise ConfigError(f"epochs must be a positive integer or None, got {self.epochs!r}.")
         if self.lr != "auto" and (not isinstance(self.lr, (int, float, np.number)) or isinstance(self.lr, bool)

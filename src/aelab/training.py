@@ -155,11 +155,8 @@ def train(
             opt.step()
             total.add_(loss.detach(), alpha=xb.shape[0])
             count += xb.shape[0]
-        if comm.parallel:
-            total_sum, count = comm.sum([float(total), count])
-            train_loss = float(total_sum) / max(count, 1)
-        else:
-            train_loss = float(total) / max(count, 1)
+        total_sum, count = comm.sum([float(total), count])  # over ranks (one process: as it is)
+        train_loss = float(total_sum) / max(count, 1)
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"the training loss became {train_loss} in epoch {epoch + 1}. Likely causes: a learning rate "
