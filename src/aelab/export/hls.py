@@ -30,6 +30,8 @@ that the two agree.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from collections import OrderedDict
@@ -40,56 +42,82 @@ import torch
 from torch import nn
 
 from ..exceptions import ConfigError, require
-from .quantize import (ACCUM, FixedPoint, _fitted, _input, _score, _slope_type, emulate, fixed_point_network,
-                       parse_precision)
+from .quantize import (ACCUM, FixedPoint, _crop, _fitted, _score, _slope_type, _walk, emulate, fixed_point_network,
+                       network_input, parse_precision, round_weights)
 
 __all__ = ["to_hls", "check_hls_compat", "hls_network", "hls_scores", "format_parity", "BACKENDS", "IO_TYPES"]
 
 BACKENDS = ("Vitis", "Vivado", "Catapult", "oneAPI", "Quartus")
 IO_TYPES = ("io_parallel", "io_stream")
-_TAKEN = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Flatten, nn.Identity, nn.Dropout)
-_CONV = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Upsample, nn.Unflatten)
 
 
 def check_hls_compat(est_or_fitted) -> list[str]:
     """Each layer of the model that :func:`to_hls` cannot take, as "name (Type): why"; empty when all can.
 
-    to_hls takes dense autoencoders (and VAEs, encoder mean only) built of Linear,
-    BatchNorm1d, ReLU, LeakyReLU, Tanh and Sigmoid. Convolutional networks convert in hls4ml
-    but are not exported by aelab yet; PCA and other activations are named here.
+    to_hls takes dense and convolutional autoencoders (and VAEs, encoder mean only) built of Linear,
+    Conv2d (stride 1, zero padding), BatchNorm, max and average pooling, nearest upsampling, ReLU,
+    LeakyReLU, Tanh and Sigmoid: the ``plain`` and ``vgg`` backbones. The residual, inception and
+    dense backbones (additions and concatenations), other activations and PCA are named here.
     """
-    f = _fitted(est_or_fitted)
-    cfg = f.model_cfg
-    if cfg.kind != "autoencoder":
-        return [f"model ({type(f.model).__name__}): a {cfg.kind} model has no layers to convert; fit an "
-                "Autoencoder (aelab.presets.adc2021() for collider events)"]
-    bad = []
-    for name, m in f.model.named_modules():
-        if list(m.children()) or isinstance(m, _TAKEN):
-            continue
-        why = ("convolutional autoencoders are not exported by aelab yet (use arch='dense')" if isinstance(m, _CONV)
-               else "not an activation aelab exports (fit with activation='relu' or 'leaky_relu')")
-        bad.append(f"{name} ({type(m).__name__}): {why}")
-    if cfg.arch != "dense" and not bad:
-        bad.append(f"model (arch={cfg.arch!r}): only dense networks are exported")
-    return bad
+    return _walk(_fitted(est_or_fitted))[2]
 
 
-def hls_network(est_or_fitted) -> nn.Sequential:
-    """The float network hls4ml converts: Linear layers with batch norm folded in, then the activations
-    (a VAE: its encoder's mean only). Named dense1, act1, ... (the firmware's layer names)."""
+class ChannelsLastView(nn.Module):
+    """``x.view(-1, C, H, W)`` as hls4ml reads it after a Dense: the Dense's outputs taken in (H, W, C) order.
+
+    hls4ml's channels-last conversion gives a View after a Dense the channels-last shape (H, W, C)
+    without moving any value, so :func:`hls_network` permutes the Dense's output rows to (H, W, C)
+    order instead. In PyTorch this module is a plain view; only the firmware sees the intended layout.
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.view(-1, *self.shape)
+
+
+def hls_network(est_or_fitted, weight_precision=None) -> nn.Sequential:
+    """The float network hls4ml converts: batch norm folded into the Linear and Conv2d layers, the
+    activations, pooling and upsampling (a VAE: its encoder's mean only), named dense1, act1, conv2,
+    pool2, ... (the firmware's layer names). ``weight_precision``: weights and biases rounded to that
+    type first (:func:`~aelab.export.quantize.round_weights`). A convolutional decoder's first Dense
+    has its outputs in (H, W, C) order before a :class:`ChannelsLastView`: the network is meant for
+    hls4ml's channels-last conversion, not for PyTorch."""
     ops, _ = fixed_point_network(est_or_fitted)
-    layers, n = OrderedDict(), 0
+    pw = None if weight_precision is None else parse_precision(weight_precision)
+    layers, n, last_dense = OrderedDict(), 0, None
     for op in ops:
-        if op[0] == "dense":
+        kind = op[0]
+        if kind in ("dense", "conv"):
             n += 1
-            lin = nn.Linear(op[1].shape[1], op[1].shape[0])
+            W, b = (op[1], op[2]) if pw is None else (round_weights(op[1], pw), round_weights(op[2], pw))
+            if kind == "dense":
+                layer = nn.Linear(W.shape[1], W.shape[0])
+                last_dense = f"dense{n}"
+            else:
+                layer = nn.Conv2d(W.shape[1], W.shape[0], tuple(W.shape[2:]), padding=op[3])
             with torch.no_grad():
-                lin.weight.copy_(op[1]), lin.bias.copy_(op[2])
-            layers[f"dense{n}"] = lin
+                layer.weight.copy_(W), layer.bias.copy_(b)
+            layers[f"{kind}{n}"] = layer
+        elif kind in ("maxpool", "avgpool"):
+            layers[f"pool{n}"] = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(op[1])
+        elif kind == "upsample":
+            layers[f"up{n}"] = nn.Upsample(scale_factor=op[1], mode="nearest")
+        elif kind == "flatten":
+            layers[f"flatten{n}"] = nn.Flatten()
+        elif kind == "unflatten":
+            c, h, w = op[1]
+            order = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)
+            dense = layers[last_dense]
+            with torch.no_grad():
+                dense.weight.copy_(dense.weight[order].clone()), dense.bias.copy_(dense.bias[order].clone())
+            layers[f"view{n}"] = ChannelsLastView(op[1])
         else:
-            layers[f"act{n}"] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[op[0]]() \
-                if op[0] != "leaky_relu" else nn.LeakyReLU(op[1])
+            layers[f"act{n}" if f"act{n}" not in layers else f"out{n}"] = \
+                {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[kind]() if kind != "leaky_relu" \
+                else nn.LeakyReLU(op[1])
     return nn.Sequential(layers).eval()
 
 
@@ -97,50 +125,62 @@ def _hls4ml():
     return require("hls4ml", "hls", "Exporting to hls4ml")
 
 
-def _config(hls4ml, net: nn.Sequential, d: int, p: FixedPoint, accum: str, backend: str, reuse_factor: int,
+def _config(hls4ml, net: nn.Sequential, shape: tuple, p: FixedPoint, accum: str, backend: str, reuse_factor: int,
             pw: FixedPoint | None = None) -> tuple:
     """hls4ml's per-layer configuration with every precision set explicitly, and a table of them."""
-    cfg = hls4ml.utils.config_from_pytorch_model(net, (d,), granularity="name", backend=backend,
-                                                 default_precision=str(p), default_reuse_factor=reuse_factor)
+    image = len(shape) == 3
+    cfg = hls4ml.utils.config_from_pytorch_model(
+        net, shape, granularity="name", backend=backend, default_precision=str(p), default_reuse_factor=reuse_factor,
+        channels_last_conversion="internal" if image else "full", transpose_outputs=False)
     wide = "auto" if accum == "auto" else str(p)
+    modules = dict(net.named_children())
     table = []
     for name, layer in cfg["LayerName"].items():
         prec = layer["Precision"]
-        module = dict(net.named_children()).get(name)
-        if isinstance(module, nn.Linear):
+        module = modules.get(name)
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
             prec.update(weight=str(pw or p), bias=str(pw or p), accum=wide, result=wide)
         elif isinstance(module, nn.LeakyReLU):
             prec.update(result=str(p), param=str(_slope_type(module.negative_slope, p, accum)))
+        elif isinstance(module, (nn.Flatten, ChannelsLastView)):
+            continue
         else:
             prec["result"] = str(p)
         table.append({"layer": name, **{k: v for k, v in prec.items() if k != "table"}})
     return cfg, table
 
 
+def _products(module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.weight[0].numel()
+
+
 def _convert(f, output_dir, p: FixedPoint, accum: str, backend: str, reuse_factor: int, io_type: str,
              pw: FixedPoint | None = None):
     hls4ml = _hls4ml()
-    net = hls_network(f)
-    d = net[0].in_features
-    cfg, table = _config(hls4ml, net, d, p, accum, backend, reuse_factor, pw)
-    model = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, output_dir=str(output_dir),
-                                                         backend=backend, io_type=io_type)
+    net = hls_network(f, pw or p)
+    x, _ = network_input(f, np.zeros((1, *f.layout.input_shape), np.float32))
+    with contextlib.redirect_stdout(io.StringIO()):  # hls4ml prints its topology
+        cfg, table = _config(hls4ml, net, tuple(x.shape[1:]), p, accum, backend, reuse_factor, pw)
+        model = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, output_dir=str(output_dir),
+                                                             backend=backend, io_type=io_type)
     keep = ("result", "weight", "bias", "accum", "param")
     resolved = {layer.name: {k: _ap(v.precision) for k, v in
                              ((k.replace(f"{layer.name}_", "").removesuffix("_t"), v)
                               for k, v in layer.get_layer_precision().items()) if k in keep}
                 for layer in model.get_layers()}
     names = [n for n, _ in net.named_children()]
+    modules = dict(net.named_children())
     for row in table:  # the types hls4ml settled on ("auto" resolved), and why a type is wider than P
         row.update(resolved.get(row["layer"], {}))
-        module = dict(net.named_children()).get(row["layer"])
-        if isinstance(module, nn.Linear) and accum == "auto":
+        module = modules.get(row["layer"])
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and accum == "auto":
             i = names.index(row["layer"])
-            nxt = net[i + 1] if i + 1 < len(names) else None
+            nxt = next((modules[m] for m in names[i + 1:] if not isinstance(modules[m], (nn.Flatten, ChannelsLastView))),
+                       None)
             after = ("the output reaches the score at full width" if nxt is None else
-                     "the next Dense takes it at full width" if isinstance(nxt, nn.Linear) else
-                     "the activation after it casts back to P")
-            row["why"] = f"accumulator and result hold the sum of {module.in_features} products exactly; {after}"
+                     "the next layer takes it at full width" if isinstance(nxt, (nn.Linear, nn.Conv2d)) else
+                     f"the {type(nxt).__name__} after it casts back to P")
+            row["why"] = f"accumulator and result hold the sum of {_products(module)} products exactly; {after}"
     return model, table
 
 
@@ -165,12 +205,17 @@ def _compile(model) -> str | None:
 
 
 def _predict(model, f, X, p: FixedPoint):
-    """(score, output) of the compiled hls4ml model on X, with the documented preprocessing."""
-    ops, target = fixed_point_network(f)
-    x, mask = _input(f, X, p)
-    out = np.asarray(model.predict(np.ascontiguousarray(x.float().numpy())), dtype=np.float64)
+    """(score, output) of the compiled hls4ml model on X, with the documented preprocessing; an image goes in
+    channels-last (H, W, C) and its reconstruction comes out so."""
+    _, target = fixed_point_network(f)
+    x, mask = network_input(f, X, p)
+    xin = x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+    out = np.asarray(model.predict(np.ascontiguousarray(xin.float().numpy())), dtype=np.float64)
     out = torch.from_numpy(out.reshape(len(X), -1))
-    return _score(x, out, target, mask).numpy(), out.numpy()
+    if x.dim() == 4 and target == "reconstruction":
+        n, c, h, w = x.shape
+        out = out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return _score(x, out, target, mask, _crop(f)).numpy(), out.numpy()
 
 
 def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None, weight_precision=None) -> np.ndarray:
@@ -253,13 +298,22 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
     model.write()
     ops, target = fixed_point_network(f)
     lo, hi = p.range
+    cfg = f.model_cfg
+    steps = "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"
+    score = ("sum over inputs of (x_q - output)^2" + (" where the raw input is not 0" if cfg.mask_zeros else "")
+             if target == "reconstruction" else "sum of mu^2")
     pre = {"scaler": f.scaler.config(), "offset": np.asarray(f.scaler.offset, float).ravel().tolist(),
            "scale": np.asarray(f.scaler.scale, float).ravel().tolist(), "input_range": [lo, hi],
-           "input_type": str(p), "mask_zeros": bool(f.model_cfg.mask_zeros), "output": target,
-           "score": "sum over inputs of (x_q - output)^2" + (" where the raw input is not 0"
-                                                             if f.model_cfg.mask_zeros else "")
-           if target == "reconstruction" else "sum of mu^2",
-           "steps": "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"}
+           "input_type": str(p), "mask_zeros": bool(cfg.mask_zeros), "output": target, "score": score,
+           "steps": steps}
+    if cfg.arch == "conv":
+        (c, h, w), (ph, pw_) = cfg.input_shape, f.model._pad_hw
+        pre.update(input_shape=[ph, pw_, c], layout="channels-last (H, W, C), row-major",
+                   steps=f"x_s = (x - offset) / scale as (C, H, W) = ({c}, {h}, {w}); zero-pad H, W at the end to "
+                         f"({ph}, {pw_}); transpose to (H, W, C); " + steps.replace("(x - offset) / scale", "x_s"),
+                   score=score + (f", over the first {h} x {w} pixels" if target == "reconstruction" else ""))
+        if target == "reconstruction":
+            pre["output_shape"] = [ph, pw_, c]
     (out / "aelab_preprocessing.json").write_text(json.dumps(pre, indent=1))
     report = {"output_dir": str(out), "precision": str(p), "weight_precision": str(pw or p), "accum": accum,
               "backend": backend,
