@@ -98,10 +98,11 @@ def main():
              f"{baseline['tpr']:.4f}. Data ap_fixed<W,{I}>, weights ap_fixed<W,{Iw}> (integer bits from the "
              "float model's ranges), accumulators auto.", "",
              "| W | AUROC post-training | TPR@1e-5 post-training | TPR / float | AUROC fine-tuned "
-             "| TPR@1e-5 fine-tuned | TPR / float |", "|---|---|---|---|---|---|---|"]
+             "| TPR@1e-5 fine-tuned | TPR / float | adders (da4ml estimate) |", "|---|---|---|---|---|---|---|---|"]
     for r in scan["rows"]:
+        cost = f"{r['adder_cost_estimate']:,.0f}" if "adder_cost_estimate" in r else "(no da4ml)"
         lines.append(f"| {r['bits']} | {r['auroc']:.4f} | {r['tpr']:.4f} | {r['tpr_rel']:.3f} | "
-                     f"{r['finetuned_auroc']:.4f} | {r['finetuned_tpr']:.4f} | {r['finetuned_tpr_rel']:.3f} |")
+                     f"{r['finetuned_auroc']:.4f} | {r['finetuned_tpr']:.4f} | {r['finetuned_tpr_rel']:.3f} | {cost} |")
     lines += ["", f"Smallest width within 5% of float (post-training): {scan['smallest']}.", "",
               "Per signal (float): " + ", ".join(f"{k} AUROC {v['auroc']:.3f} TPR {v['tpr_1e-5']:.3f}"
                                                  for k, v in per_signal.items()), "",

@@ -97,13 +97,14 @@ def test_firmware_score_is_the_float_score_without_quantisation(trained):
 def test_bit_scan_relative_to_float_and_the_smallest_width(trained):
     ae, X, labels = trained
     y = labels > 0
-    scan = Q.bit_scan(ae, X, y, bits=[4, 6, 8, 16], fpr=1e-3, tolerance=0.05)
+    scan = Q.bit_scan(ae, X, y, bits=[4, 6, 8, 16], fpr=1e-3, tolerance=0.05, adder_cost=False)
     rows = {r["bits"]: r for r in scan["rows"]}
     assert scan["float"]["auroc"] > 0.8
     assert abs(rows[16]["auroc_rel"] - 1) < 0.01 and abs(rows[16]["tpr_rel"] - 1) < 0.1
     assert rows[4]["auroc"] < rows[16]["auroc"] - 0.02, "4 bits should lose accuracy"
     assert scan["smallest"] in (8, 16)
-    auto = Q.bit_scan(ae, X, y, bits=[6], integer_bits=scan["integer_bits"], weight_integer_bits="auto", fpr=1e-3)
+    auto = Q.bit_scan(ae, X, y, bits=[6], integer_bits=scan["integer_bits"], weight_integer_bits="auto", fpr=1e-3,
+                      adder_cost=False)
     assert auto["weight_integer_bits"] < scan["integer_bits"] and auto["rows"][0]["weight_precision"] != \
         auto["rows"][0]["precision"]
     assert "| 16 | ap_fixed&lt;16," in Q.format_scan(scan)
@@ -118,10 +119,27 @@ def test_finetuning_recovers_what_post_training_rounding_loses(trained):
     after = np.median(Q.firmware_scores(tuned, bg, p))
     assert before > 1.1 * float_median, "6 bits lose accuracy after training"
     assert after < float_median + 0.25 * (before - float_median), (float_median, before, after)
-    scan = Q.bit_scan(ae, X, labels > 0, bits=[6], integer_bits=4, fpr=1e-3, others={"tuned": tuned})
+    scan = Q.bit_scan(ae, X, labels > 0, bits=[6], integer_bits=4, fpr=1e-3, others={"tuned": tuned},
+                      adder_cost=False)
     row = scan["rows"][0]
     assert row["tuned_auroc"] > row["auroc"], row  # (TPR at 1e-3 of 4,000 background rows is too noisy to test)
     assert type(tuned) is type(ae) and tuned.fitted_ is not ae.fitted_ and np.isfinite(tuned.threshold_)
+
+
+def test_adder_cost_estimate_from_da4ml_falls_with_the_width(trained, monkeypatch):
+    pytest.importorskip("da4ml")
+    ae, X, labels = trained
+    scan = Q.bit_scan(ae, X, labels > 0, bits=[4, 10], integer_bits=5, fpr=1e-3)  # "auto": da4ml is here
+    cost = [r["adder_cost_estimate"] for r in scan["rows"]]
+    assert 0 < cost[0] < 0.6 * cost[1], cost
+    assert "adders (da4ml estimate)" in Q.format_scan(scan)
+    layers = Q.adder_cost(ae, "ap_fixed<10,5>")["layers"]
+    assert len(layers) == 6 and sum(layers) == pytest.approx(cost[1])
+    assert layers[0] > layers[2], "57 x 32 costs more than 16 x 3"
+    monkeypatch.setitem(sys.modules, "da4ml", None)  # as if not installed
+    assert "adder_cost_estimate" not in Q.bit_scan(ae, X, labels > 0, bits=[6], fpr=1e-3)["rows"][0]
+    with pytest.raises(MissingDependencyError, match=r"aelab\[hls\]"):
+        Q.bit_scan(ae, X, labels > 0, bits=[6], fpr=1e-3, adder_cost=True)
 
 
 # ---------------------------------------------------------------- hls4ml (real conversion and g++)
@@ -150,7 +168,7 @@ def test_hls_firmware_matches_float_and_the_pytorch_emulation(trained, tmp_path)
     assert layers["act1"]["result"] == "ap_fixed<8,3>"
 
 
-def test_check_hls_compat_names_the_layers_and_to_hls_refuses(tmp_path):
+def test_check_hls_compat_names_the_layers_and_to_hls_refuses(tmp_path, capsys):
     X = np.random.default_rng(0).random((64, 16, 16)).astype(np.float32)
     plain = aelab.Autoencoder(arch="conv", channels=(4,), latent_dim=2, epochs=1, random_state=0).fit(X)
     assert H.check_hls_compat(plain) == []
@@ -161,6 +179,9 @@ def test_check_hls_compat_names_the_layers_and_to_hls_refuses(tmp_path):
     with pytest.raises(ConfigError, match="ResidualBlock"):
         res.to_hls(tmp_path / "res")
     assert not (tmp_path / "res").exists()
+    res.save(tmp_path / "res-model")
+    assert main(["export", str(tmp_path / "res-model"), "--format", "hls4ml", "--out", str(tmp_path / "res")]) == 2
+    assert "ResidualBlock" in capsys.readouterr().err and not (tmp_path / "res").exists()
     elu = aelab.Autoencoder(activation="elu", latent_dim=2, epochs=1, random_state=0).fit(X.reshape(64, -1)[:, :8])
     assert any("ELU" in p and "activation=" in p for p in H.check_hls_compat(elu))
 
@@ -204,6 +225,7 @@ def test_cli_quantize_scan_and_hls_errors_exit_2(trained, tmp_path, capsys, monk
     out = tmp_path / "scan.json"
     assert main(["quantize-scan", str(tmp_path / "model"), str(tmp_path / "X.npy"), "--labels",
                  str(tmp_path / "y.npy"), "--bits", "6,16", "--fpr", "1e-3", "--out", str(out),
+                 "--adder-cost", "off",
                  "--plot", str(tmp_path / "scan.png"), "-q"]) == 0
     assert (tmp_path / "scan.png").stat().st_size > 1000
     scan = json.loads(out.read_text())

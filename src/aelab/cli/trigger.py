@@ -67,6 +67,9 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=("torch", "hls4ml"), default="torch",
                    help="'torch' (default): aelab's PyTorch fixed-point emulation; 'hls4ml': convert and compile "
                         "each width with hls4ml and g++ (4-8 s a width; extra hls)")
+    p.add_argument("--adder-cost", choices=("auto", "on", "off"), default="auto",
+                   help="da4ml's estimate of the adder cost at each width (about a second per layer and width): "
+                        "'auto' (default) when da4ml is installed, 'on' requires it (extra hls), 'off'")
     p.add_argument("--out", "-o", metavar="FILE", help="also write the table: .json (all numbers) or .md")
     p.add_argument("--plot", metavar="FILE.png", help="also draw AUROC and TPR relative to float against the width "
                                                       "(.png, .pdf or .svg; extra plots)")
@@ -85,7 +88,8 @@ def quantize_scan(args) -> int:
     y = read_labels(args.labels, len(X)) > 0
     scan = bit_scan(est, X, y, bits=args.bits, integer_bits=args.integer_bits,
                     weight_integer_bits=args.weight_integer_bits, accum=args.accum, fpr=args.fpr,
-                    tolerance=args.tolerance, engine=args.engine)
+                    tolerance=args.tolerance, engine=args.engine,
+                    adder_cost={"auto": "auto", "on": True, "off": False}[args.adder_cost])
     table = format_scan(scan)
     print(table)
     if args.plot:

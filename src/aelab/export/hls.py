@@ -1,8 +1,10 @@
-"""hls4ml firmware projects of dense autoencoders, with bit-accurate C emulation and a parity report.
+"""hls4ml firmware projects of dense and convolutional autoencoders, with bit-accurate C emulation and a
+parity report.
 
 :func:`to_hls` writes an hls4ml project (Vitis by default; Vivado, ...) of the network with
-the precision the user names, builds its C++ emulation with g++ (``compile()``, 4-8 s, no
-Vivado needed) and compares the emulated firmware score with the float model's.
+the precision the user names, builds its C++ emulation with g++ (``compile()``: 4-8 s for the
+dense trigger model, minutes for a 28x28 convolutional one; no Vivado needed) and compares the
+emulated firmware score with the float model's.
 
 What goes into the firmware, and at which precision P (``ap_fixed<W,I>``):
 
@@ -12,20 +14,27 @@ What goes into the firmware, and at which precision P (``ap_fixed<W,I>``):
   trigger preset (``scaler="scale"``) the offset is 0 and the step is one multiplication per
   input, which the upstream unpacking of the trigger objects does anyway. Folding it into
   the first layer instead would make the pT weights ~1/scale and cost them their digits;
-* **batch norm** is folded into the Linear layer before it (in float64), before casting;
-* **weights, biases, the input and every activation output** are P; the leaky-ReLU slope is
+* **images** go in channels-last, (H, W, C) in row-major order, zero-padded at the end to a
+  multiple of 2**stages as the model pads them, and the reconstruction comes out channels-last
+  (hls4ml ``channels_last_conversion="internal"``, which ``io_stream`` needs too);
+* **batch norm** is folded into the Linear or Conv2d layer before it (in float64), before casting;
+* **weights and biases** are rounded to P's nearest values and saturated offline, before
+  hls4ml sees them (:func:`~aelab.export.quantize.round_weights`): hls4ml would truncate
+  them, which cost the trigger preset about 1% of its per-sample score at ``ap_fixed<16,6>``;
+* **the input and every activation and pooling output** are P; the leaky-ReLU slope is
   ``ap_ufixed<8,I>`` with its leading bit on top (P with ``accum="same"``);
-* **accumulators and Dense results** are widened to what the sum needs (``accum="auto"``,
-  hls4ml's own inference) so that no sum is truncated; the activation after a Dense casts
+* **accumulators and Dense/Conv2D results** are widened to what the sum needs (``accum="auto"``,
+  hls4ml's own inference) so that no sum is truncated; the activation after a layer casts
   back to P, so this costs no storage between layers. The latent code (the encoder's last
   Dense, no activation) and the output layer therefore stay wide. ``accum="same"`` puts P
   everywhere (hls4ml ``granularity="model"``) for a strict check;
 * **the score** is computed as firmware would from the fixed-point input and output: the sum
-  of squared errors (over the inputs that are present for ``mask_zeros`` models), or
-  ``|mu|^2`` for a VAE, whose export is the encoder's mean only.
+  of squared errors (over the inputs that are present for ``mask_zeros`` models, over the
+  original pixels of a padded image), or ``|mu|^2`` for a VAE, whose export is the encoder's
+  mean only.
 
 :func:`aelab.export.quantize.emulate` reproduces this arithmetic in PyTorch; the tests check
-that the two agree.
+that the two agree (bit for bit, but for hls4ml's lookup-table sigmoid and tanh).
 """
 
 from __future__ import annotations
@@ -175,8 +184,8 @@ def _convert(f, output_dir, p: FixedPoint, accum: str, backend: str, reuse_facto
         module = modules.get(row["layer"])
         if isinstance(module, (nn.Linear, nn.Conv2d)) and accum == "auto":
             i = names.index(row["layer"])
-            nxt = next((modules[m] for m in names[i + 1:] if not isinstance(modules[m], (nn.Flatten, ChannelsLastView))),
-                       None)
+            rest = [modules[m] for m in names[i + 1:] if not isinstance(modules[m], (nn.Flatten, ChannelsLastView))]
+            nxt = rest[0] if rest else None
             after = ("the output reaches the score at full width" if nxt is None else
                      "the next layer takes it at full width" if isinstance(nxt, (nn.Linear, nn.Conv2d)) else
                      f"the {type(nxt).__name__} after it casts back to P")
@@ -246,7 +255,7 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
 
     Parameters
     ----------
-    est_or_fitted : a fitted dense Autoencoder or VAE (or its ``fitted_``)
+    est_or_fitted : a fitted Autoencoder or VAE, dense or convolutional (or its ``fitted_``)
     output_dir : path of the hls4ml project (created; an existing project is replaced)
     precision : str
         ``ap_fixed<W,I>`` (optionally with rounding and overflow modes) for the input, weights,

@@ -51,7 +51,8 @@ from torch import nn
 from ..exceptions import ConfigError, DataError
 
 __all__ = ["FixedPoint", "parse_precision", "round_weights", "cast_weights", "fixed_point_network", "network_input",
-           "emulate", "firmware_scores", "bit_scan", "format_scan", "plot_scan", "finetune", "ROUNDING", "OVERFLOW"]
+           "emulate", "firmware_scores", "bit_scan", "adder_cost", "format_scan", "plot_scan", "finetune", "ROUNDING",
+           "OVERFLOW"]
 
 ROUNDING = ("TRN", "TRN_ZERO", "RND", "RND_CONV", "RND_ZERO", "RND_INF", "RND_MIN_INF")
 OVERFLOW = ("WRAP", "SAT", "SAT_SYM", "SAT_ZERO")
@@ -447,6 +448,52 @@ def _weight_integer_bits(ops) -> int:
     return _bits_for(max(float(op[j].abs().max()) for op in ops if op[0] in _WEIGHTED for j in (1, 2)))
 
 
+def adder_cost(est_or_fitted, precision, weight_precision=None) -> dict:
+    """da4ml's estimate of the adder cost of the network's constant matrix-vector products at ``precision``
+    (extra ``hls``: da4ml, the distributed-arithmetic strategy of hls4ml).
+
+    Each Dense layer (a convolution: its kernel as a (C_in * k * k) x C_out matrix, the cost of one output
+    pixel) is handed to ``da4ml.cmvm.solve`` with its weights as the firmware holds them
+    (:func:`cast_weights`) and its inputs in the precision's range and step. Returns ``{"layers":
+    [cost per layer], "total": sum}`` in da4ml's cost units (adder bits, roughly LUTs). An estimate: biases,
+    activations, the latent layer's wide inputs and everything around the arithmetic are left out.
+    """
+    cmvm = _require_da4ml()
+    f = _fitted(est_or_fitted)
+    p = parse_precision(precision)
+    pw = p if weight_precision is None else parse_precision(weight_precision)
+    ops, _ = fixed_point_network(f)
+    lo, hi = p.range
+    costs = []
+    for op in ops:
+        if op[0] not in _WEIGHTED:
+            continue
+        W = cast_weights(op[1], pw)
+        kernel = W.reshape(len(W), -1).T.numpy().astype(np.float32)  # (inputs, outputs)
+        if not kernel.any():
+            costs.append(0.0)
+            continue
+        sol = cmvm.solve(kernel, qintervals=[(lo, hi, p.lsb)] * kernel.shape[0])
+        costs.append(float(sol.cost))
+    return {"layers": costs, "total": float(sum(costs))}
+
+
+_adder_cost = adder_cost  # bit_scan's argument of the same name hides it there
+
+
+def _require_da4ml():
+    from ..exceptions import require
+
+    require("da4ml", "hls", "The adder-cost estimate")
+    return require("da4ml.cmvm", "hls", "The adder-cost estimate")
+
+
+def _has_da4ml() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("da4ml") is not None
+
+
 def _metrics(y, s, fpr):
     from ..metrics import roc_auc, tpr_at_fpr
 
@@ -455,7 +502,7 @@ def _metrics(y, s, fpr):
 
 def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight_integer_bits="same",
              accum: str = "auto", fpr: float = 1e-5, tolerance: float = 0.05, engine: str = "torch",
-             others: dict | None = None) -> dict:
+             others: dict | None = None, adder_cost: bool | str = "auto") -> dict:
     """AUROC and TPR at ``fpr`` of the firmware score against the fixed-point width, relative to float.
 
     Parameters
@@ -481,6 +528,9 @@ def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight
         ``compile()`` each width with hls4ml and g++ (4-8 s each, extra ``hls``).
     others : dict, optional
         name -> further fitted models (such as fine-tuned ones) scored alongside, each at every width.
+    adder_cost : True, False or "auto"
+        Add da4ml's estimate of the adder cost at each width (:func:`adder_cost`; about a second per
+        layer and width): "auto" (default) when da4ml is installed, True requires it (extra ``hls``).
 
     Returns
     -------
@@ -504,6 +554,11 @@ def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight
     if weight_integer_bits not in ("same", "auto") and not isinstance(weight_integer_bits, (int, np.integer)):
         raise ConfigError(f"weight_integer_bits must be 'same', 'auto' or an integer, got {weight_integer_bits!r}.")
     wi = {"same": None, "auto": _weight_integer_bits(ops)}.get(weight_integer_bits, weight_integer_bits)
+    if adder_cost not in (True, False, "auto"):
+        raise ConfigError(f"adder_cost must be True, False or 'auto', got {adder_cost!r}.")
+    costs = adder_cost is True or (adder_cost == "auto" and _has_da4ml())
+    if costs:
+        _require_da4ml()
     models = {"": f, **{name: _fitted(m) for name, m in (others or {}).items()}}
     ref = {name: _metrics(y, firmware_scores(m, X), fpr) for name, m in models.items()}
     rows = []
@@ -511,6 +566,8 @@ def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight
         p = FixedPoint(w, int(integer_bits))
         pw = None if wi is None else FixedPoint(w, int(wi))
         row = {"bits": w, "precision": str(p), "weight_precision": str(pw or p)}
+        if costs:
+            row["adder_cost_estimate"] = _adder_cost(f, p, pw)["total"]
         for name, m in models.items():
             if engine == "hls4ml":
                 from .hls import hls_scores
@@ -536,11 +593,13 @@ def format_scan(scan: dict) -> str:
     others = list(scan.get("others_float", {}))
     fpr = f"{scan['fpr']:g}"
     head = ["bits", "precision", "AUROC", f"TPR@{fpr}", "AUROC / float", "TPR / float"]
+    cost = bool(scan["rows"]) and "adder_cost_estimate" in scan["rows"][0]
+    head += ["adders (da4ml estimate)"] if cost else []
     for n in others:
         head += [f"{n} AUROC", f"{n} TPR@{fpr}", f"{n} TPR / float"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fl = scan["float"]
-    lines.append("| float | float32 | " + f"{fl['auroc']:.4f} | {fl['tpr']:.4f} | 1 | 1 |"
+    lines.append("| float | float32 | " + f"{fl['auroc']:.4f} | {fl['tpr']:.4f} | 1 | 1 |" + (" |" if cost else "")
                  + "".join(f" {scan['others_float'][n]['auroc']:.4f} | {scan['others_float'][n]['tpr']:.4f} | "
                            f"{scan['others_float'][n]['tpr'] / fl['tpr'] if fl['tpr'] else math.nan:.3f} |"
                            for n in others))
@@ -549,6 +608,7 @@ def format_scan(scan: dict) -> str:
                                  != r["precision"] else "")
         cells = [str(r["bits"]), prec.replace("<", "&lt;").replace(">", "&gt;"), f"{r['auroc']:.4f}",
                  f"{r['tpr']:.4f}", f"{r['auroc_rel']:.3f}", f"{r['tpr_rel']:.3f}"]
+        cells += [f"{r['adder_cost_estimate']:,.0f}"] if cost else []
         for n in others:
             cells += [f"{r[n + '_auroc']:.4f}", f"{r[n + '_tpr']:.4f}", f"{r[n + '_tpr_rel']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
