@@ -103,7 +103,8 @@ def main():
         cost = f"{r['adder_cost_estimate']:,.0f}" if "adder_cost_estimate" in r else "(no da4ml)"
         lines.append(f"| {r['bits']} | {r['auroc']:.4f} | {r['tpr']:.4f} | {r['tpr_rel']:.3f} | "
                      f"{r['finetuned_auroc']:.4f} | {r['finetuned_tpr']:.4f} | {r['finetuned_tpr_rel']:.3f} | {cost} |")
-    lines += ["", f"Smallest width within 5% of float (post-training): {scan['smallest']}.", "",
+    lines += ["", "Smallest width from which every width is within 5% of float (post-training): "
+              f"{scan['smallest']}.", "",
               "Per signal (float): " + ", ".join(f"{k} AUROC {v['auroc']:.3f} TPR {v['tpr_1e-5']:.3f}"
                                                  for k, v in per_signal.items()), "",
               "| hls4ml precision | score vs float: mean / median / p99 | hls4ml vs PyTorch emulation: mean / max "

@@ -108,6 +108,9 @@ def test_bit_scan_relative_to_float_and_the_smallest_width(trained):
     assert auto["weight_integer_bits"] < scan["integer_bits"] and auto["rows"][0]["weight_precision"] != \
         auto["rows"][0]["precision"]
     assert "| 16 | ap_fixed&lt;16," in Q.format_scan(scan)
+    # a narrow width that passes by chance while a wider one fails is not the answer
+    rows = [{"bits": b, "auroc_rel": 1.0, "tpr_rel": t} for b, t in ((6, 0.5), (7, 1.6), (8, 0.67), (9, 1.3), (10, 1))]
+    assert Q.smallest_width(rows, 0.05) == 9 and Q.smallest_width(rows[:3], 0.05) is None
 
 
 def test_finetuning_recovers_what_post_training_rounding_loses(trained):

@@ -51,8 +51,8 @@ from torch import nn
 from ..exceptions import ConfigError, DataError
 
 __all__ = ["FixedPoint", "parse_precision", "round_weights", "cast_weights", "fixed_point_network", "network_input",
-           "emulate", "firmware_scores", "bit_scan", "adder_cost", "format_scan", "plot_scan", "finetune", "ROUNDING",
-           "OVERFLOW"]
+           "emulate", "firmware_scores", "bit_scan", "smallest_width", "adder_cost", "format_scan", "plot_scan",
+           "finetune", "ROUNDING", "OVERFLOW"]
 
 ROUNDING = ("TRN", "TRN_ZERO", "RND", "RND_CONV", "RND_ZERO", "RND_INF", "RND_MIN_INF")
 OVERFLOW = ("WRAP", "SAT", "SAT_SYM", "SAT_ZERO")
@@ -521,8 +521,9 @@ def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight
     fpr : float
         The operating point (the trigger's 1e-5 by default): needs >= 1/fpr background rows.
     tolerance : float
-        The smallest width whose AUROC and TPR are both at least ``1 - tolerance`` of the float
-        model's is named ``smallest``.
+        The smallest width from which on AUROC and TPR are both at least ``1 - tolerance`` of the
+        float model's at every scanned width is named ``smallest`` (a narrower width that passes by
+        chance while a wider one fails is not named).
     engine : "torch" or "hls4ml"
         "torch": the float64 emulation of this module (seconds); "hls4ml": convert and
         ``compile()`` each width with hls4ml and g++ (4-8 s each, extra ``hls``).
@@ -580,12 +581,23 @@ def bit_scan(est_or_fitted, X, y, bits=range(4, 17), integer_bits="auto", weight
             row.update({f"{pre}auroc": auc, f"{pre}tpr": tpr, f"{pre}auroc_rel": auc / ref[""][0],
                         f"{pre}tpr_rel": tpr / ref[""][1] if ref[""][1] > 0 else math.nan})
         rows.append(row)
-    ok = [r["bits"] for r in rows if r["auroc_rel"] >= 1 - tolerance and r["tpr_rel"] >= 1 - tolerance]
+    smallest = smallest_width(rows, tolerance)
     return {"float": {"auroc": ref[""][0], "tpr": ref[""][1]},
             "others_float": {n: {"auroc": v[0], "tpr": v[1]} for n, v in ref.items() if n},
-            "rows": rows, "smallest": min(ok) if ok else None, "integer_bits": int(integer_bits),
+            "rows": rows, "smallest": smallest, "integer_bits": int(integer_bits),
             "weight_integer_bits": int(integer_bits if wi is None else wi), "accum": accum,
             "fpr": fpr, "tolerance": tolerance, "engine": engine, "n": int(len(y)), "n_anomalies": int((y > 0).sum())}
+
+
+def smallest_width(rows, tolerance: float):
+    """The smallest width W of ``rows`` (bit_scan's) such that AUROC and TPR relative to float are at least
+    ``1 - tolerance`` at W and at every wider width scanned; None when the widest fails."""
+    smallest = None
+    for r in sorted(rows, key=lambda r: -r["bits"]):
+        if not (r["auroc_rel"] >= 1 - tolerance and r["tpr_rel"] >= 1 - tolerance):
+            break
+        smallest = r["bits"]
+    return smallest
 
 
 def format_scan(scan: dict) -> str:
@@ -612,7 +624,8 @@ def format_scan(scan: dict) -> str:
         for n in others:
             cells += [f"{r[n + '_auroc']:.4f}", f"{r[n + '_tpr']:.4f}", f"{r[n + '_tpr_rel']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nsmallest width within {scan['tolerance']:.0%} of float (AUROC and TPR): "
+    lines.append(f"\nsmallest width from which every width is within {scan['tolerance']:.0%} of float (AUROC and "
+                 "TPR): "
                  f"{scan['smallest'] if scan['smallest'] is not None else 'none'}; "
                  f"integer bits {scan['integer_bits']}, "
                  f"accumulators {scan['accum']}, {scan['engine']} emulation, {scan['n']} rows, "
