@@ -45,8 +45,8 @@ def register(sub) -> None:
                     description="Emulate the model's firmware (hls4ml arithmetic: ap_fixed<W,I>, truncation and "
                                 "wrap-around unless the type says otherwise) at each width W and tabulate the "
                                 "AUROC and the true-positive rate at the trigger's false-positive rate against the "
-                                "float model's; names the smallest width within the tolerance. Labels: 0 for "
-                                "background, anything above 0 is an anomaly.")
+                                "float model's; names the smallest width from which every wider one is within the "
+                                "tolerance. Labels: 0 for background, anything above 0 is an anomaly.")
     add_model(p)
     add_data(p, help="rows to score, background and anomalies")
     p.add_argument("--labels", required=True, metavar="FILE", help="labels, one per row of DATA (0 = background)")

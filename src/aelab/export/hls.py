@@ -51,8 +51,8 @@ import torch
 from torch import nn
 
 from ..exceptions import ConfigError, require
-from .quantize import (ACCUM, FixedPoint, _crop, _fitted, _score, _slope_type, _walk, emulate, fixed_point_network,
-                       network_input, parse_precision, round_weights)
+from .quantize import (ACCUM, FixedPoint, _crop, _fitted, _score, _slope_type, _target, _walk, emulate,
+                       fixed_point_network, network_input, parse_precision, round_weights)
 
 __all__ = ["to_hls", "check_hls_compat", "hls_network", "hls_scores", "format_parity", "BACKENDS", "IO_TYPES"]
 
@@ -216,7 +216,7 @@ def _compile(model) -> str | None:
 def _predict(model, f, X, p: FixedPoint):
     """(score, output) of the compiled hls4ml model on X, with the documented preprocessing; an image goes in
     channels-last (H, W, C) and its reconstruction comes out so."""
-    _, target = fixed_point_network(f)
+    target = _target(f)
     x, mask = network_input(f, X, p)
     xin = x.permute(0, 2, 3, 1) if x.dim() == 4 else x
     out = np.asarray(model.predict(np.ascontiguousarray(xin.float().numpy())), dtype=np.float64)
@@ -305,7 +305,7 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
     shutil.rmtree(out, ignore_errors=True)
     model, table = _convert(f, out, p, accum, backend, int(reuse_factor), io_type, pw)
     model.write()
-    ops, target = fixed_point_network(f)
+    target = _target(f)
     lo, hi = p.range
     cfg = f.model_cfg
     steps = "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"

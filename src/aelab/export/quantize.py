@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..exceptions import ConfigError, DataError
+from ..exceptions import ConfigError, DataError, require
 
 __all__ = ["FixedPoint", "parse_precision", "round_weights", "cast_weights", "fixed_point_network", "network_input",
            "emulate", "firmware_scores", "bit_scan", "smallest_width", "adder_cost", "format_scan", "plot_scan",
@@ -204,15 +204,18 @@ def _walk(f) -> tuple[list[tuple], str, list[str]]:
     if cfg.variational:  # keep the mean: the first k outputs of the last Linear
         _, W, b = ops[-1]
         ops[-1] = ("dense", W[:k], b[:k])
-        return ops, "mu", bad
-    if cfg.output == "sigmoid":
+    elif cfg.output == "sigmoid":
         ops.append(("sigmoid",))
-    return ops, "reconstruction", bad
+    return ops, _target(f), bad
 
 
-def _layers(module: nn.Module, name: str, ops: list, bad: list) -> None:
-    """Append the operations of ``module`` (leaves in the order a Sequential runs them) to ``ops``."""
-    m = module
+def _target(f) -> str:
+    """What the exported network outputs: "mu" (a VAE's encoder mean) or "reconstruction"."""
+    return "mu" if f.model_cfg.variational else "reconstruction"
+
+
+def _layers(m: nn.Module, name: str, ops: list, bad: list) -> None:
+    """Append the operations of module ``m`` (leaves in the order a Sequential runs them) to ``ops``."""
     if list(m.children()):
         if type(m).forward is not nn.Sequential.forward:
             bad.append(f"{name} ({type(m).__name__}): its forward is not a plain sequence of layers (residual "
@@ -332,7 +335,12 @@ def round_weights(w: torch.Tensor, p: FixedPoint) -> torch.Tensor:
     on average: at ``ap_fixed<16,6>`` that alone cost the trigger preset about 1% of its per-sample score
     (median), against 0.2% with rounded weights. Values on the grid survive hls4ml's text and cast exactly.
     """
-    return p.replace(rounding="RND_CONV", overflow="SAT").quantize(w)
+    return _weight_type(p).quantize(w)
+
+
+def _weight_type(p: FixedPoint) -> FixedPoint:
+    """p with the rounding and overflow that :func:`round_weights` applies: nearest (ties to even), saturate."""
+    return p.replace(rounding="RND_CONV", overflow="SAT")
 
 
 def cast_weights(w: torch.Tensor, p: FixedPoint) -> torch.Tensor:
@@ -358,7 +366,6 @@ def network_input(f, X, p: FixedPoint | None = None) -> tuple[torch.Tensor, torc
         lo, hi = p.range
         x = p.quantize(x.clamp(lo, hi))
     return x, mask
-
 
 
 def _score(x: torch.Tensor, out: torch.Tensor, target: str, mask, shape=None) -> torch.Tensor:
@@ -482,8 +489,6 @@ _adder_cost = adder_cost  # bit_scan's argument of the same name hides it there
 
 
 def _require_da4ml():
-    from ..exceptions import require
-
     require("da4ml", "hls", "The adder-cost estimate")
     return require("da4ml.cmvm", "hls", "The adder-cost estimate")
 
@@ -699,7 +704,7 @@ def finetune(est_or_fitted, X, precision, epochs: int = 5, lr: float = 3e-4, bat
     def fq(t):
         return _STE.apply(t, p)
 
-    pr = pw.replace(rounding="RND_CONV", overflow="SAT")  # as round_weights
+    pr = _weight_type(pw)  # the weights are rounded as round_weights rounds them
 
     def wq(t):
         return _STE.apply(t, pr)
