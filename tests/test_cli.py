@@ -366,7 +366,7 @@ def test_failed_training_keeps_the_existing_model(cli, data, tmp_path):
 def test_train_refuses_to_replace_a_file_or_a_foreign_folder(cli, data, tmp_path):
     out = sentinel(tmp_path / "model")
     code, _, err = cli("train", data["files"]["npy"], "--epochs", 1, "--out", out)
-    assert code == 2 and "is not a model folder" in err and untouched(out)
+    assert code == 2 and "a file of that name exists" in err and untouched(out)
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
     code, _, err = cli("train", data["files"]["npy"], "--epochs", 1, "--out", tmp_path / "photos")

@@ -164,7 +164,7 @@ def test_checkpoint_from_python_and_its_errors(tmp_path):
     est.fit(X, checkpoint_dir=tmp_path / "ck", checkpoint_every=2)
     doc = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
     assert doc["epoch"] == 3 and doc["world_size"] == 1  # every 2 epochs, and at the end
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["checkpoint.json", "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [".aelab.json", "checkpoint.json", "state.safetensors"]
     # resuming a finished run trains nothing more and gives the same model
     again = aelab.Autoencoder(epochs=3, random_state=0, n_threads=1).fit(X, resume=tmp_path / "ck")
     np.testing.assert_array_equal(again.decision_function(X), est.decision_function(X))

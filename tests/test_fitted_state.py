@@ -303,6 +303,7 @@ def test_model_folders_of_format_1_still_load(blobs, tmp_path):
     cfg["params"]["score"] = cfg["params"].pop("anomaly_score")
     del cfg["fitted"]["input_kind"]
     cfg_file.write_text(json.dumps(cfg))
+    (tmp_path / "m" / ".aelab.json").unlink()  # aelab 0.1 wrote no ownership marker
     old = aelab.load(tmp_path / "m")
     assert old.anomaly_score == "mse" and old.input_kind_ == "table"
     np.testing.assert_array_equal(old.decision_function(X), est.decision_function(X))

@@ -306,7 +306,8 @@ class _Base(ParamsBase):
                        score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
                        threshold=math.nan, threshold_rule={})
-        run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, n, shape, stats))
+        run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, local, n, shape,
+                                                      stats))
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -330,15 +331,17 @@ class _Base(ParamsBase):
         self._fitted = draft
         return self
 
-    def _checkpointing(self, folder, every, resume, comm, n, shape, stats) -> tuple:
+    def _checkpointing(self, folder, every, resume, comm, local, n, shape, stats) -> tuple:
         """(Checkpointer or None, TrainState or None) of one fit."""
         if folder is None and resume is None:
             return None, None
-        from .checkpoint import Checkpointer, read_checkpoint
+        from .checkpoint import Checkpointer, read_checkpoint, rows_digest
 
         skip = {"verbose", "n_threads", "device"}
         fingerprint = {"class": type(self).__name__, "rows": int(n), "shape": list(shape[1:]),
                        "data_mean": float(np.sum(stats.mean)), "data_m2": float(np.sum(stats.m2)),
+                       "rows_sha256": rows_digest(local, n, comm),
+                       "data_path": "streamed" if is_source(local) else "in memory",
                        "params": {k: v for k, v in self.get_params().items() if k not in skip}}
         saver = Checkpointer(folder, every, comm, fingerprint) if folder is not None else None
         state = read_checkpoint(resume, comm, fingerprint) if resume is not None else None

@@ -52,6 +52,10 @@ class PersistenceError(AelabError, ValueError):
     """A model folder could not be saved or loaded."""
 
 
+class OutputIsAFolderError(PersistenceError, IsADirectoryError):
+    """A file was to be written where a folder stands (also an IsADirectoryError)."""
+
+
 class DownloadError(AelabError, OSError):
     """A data file could not be downloaded or failed its checksum."""
 

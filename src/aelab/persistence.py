@@ -8,23 +8,23 @@ Layout of a model folder::
 
 JSON and safetensors are data formats: loading parses them and never executes code
 from the files. It holds one :class:`aelab.fitted.Fitted` and imports no estimator class
-(``aelab.load`` builds the estimator). Saving writes a temporary sibling folder and swaps it in with
-renames, so a crash mid-save leaves the previous model intact.
+(``aelab.load`` builds the estimator). Saving goes through :func:`aelab._fs.write_owned`: the folder
+is swapped in whole, so a crash mid-save leaves the previous model intact; it carries the marker
+``.aelab.json`` (the files aelab wrote, with their SHA-256), loading refuses a damaged file, and a
+user's own files in the folder are kept.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._fs import verify_owned, write_owned
 from .exceptions import PersistenceError
 
 FORMAT = "aelab-model"
@@ -57,47 +57,29 @@ def save(path, class_name: str, params: dict, fitted) -> None:
     """
     from . import __version__
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise PersistenceError(f"cannot save a model to {str(path)!r}: a file of that name exists. Choose a folder path.")
-    if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
-        raise PersistenceError(f"{str(path)!r} is a non-empty folder that holds no aelab model; refusing to "
-                               "replace it. Choose a new or empty folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state, tensors = fitted.to_state()
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "class": class_name,
               "params": _jsonable(params), **_jsonable(state)}
     meta = {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_folder(path, tensors, {"config.json": config, "meta.json": meta}, "weights.safetensors")
+    write_folder(path, "model", tensors, {"config.json": config, "meta.json": meta}, "weights.safetensors")
 
 
-def write_folder(path: Path, tensors: dict, documents: dict[str, dict], tensor_file: str) -> None:
-    """Write ``tensors`` (safetensors) and JSON ``documents`` into the folder ``path``, atomically.
+def write_folder(path, kind: str, tensors: dict, documents: dict[str, dict], tensor_file: str) -> None:
+    """Write ``tensors`` (safetensors) and JSON ``documents`` as the aelab ``kind`` folder ``path``.
 
-    Everything is written into a temporary sibling folder, synced, then renamed into
-    place: the folder appears complete or not at all, and a previous one survives a crash.
+    All at once (:func:`aelab._fs.write_owned`): the folder appears complete or not at all,
+    a previous one survives a crash, and files in it that aelab did not write are kept.
     """
     from safetensors.torch import save_file
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    def fill(tmp: Path) -> None:
         save_file(tensors, str(tmp / tensor_file))
         for name, obj in documents.items():
             with open(tmp / name, "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-        if path.exists():
-            backup = path.parent / f".{path.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(path, backup)
-            os.replace(tmp, path)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_owned(path, kind, fill)
 
 
 def _read_json(file: Path) -> dict:
@@ -134,6 +116,7 @@ def read(path, device: str, classes: list[str]):
     path = Path(path)
     if not path.is_dir():
         raise PersistenceError(f"no model folder at {str(path)!r}; pass the folder written by est.save(path).")
+    verify_owned(path, "model", _FILES)
     cfg = _read_json(path / "config.json")
     _read_json(path / "meta.json")
     if cfg.get("format") != FORMAT or cfg.get("format_version") not in _READABLE_VERSIONS:

@@ -65,7 +65,7 @@ def export(args) -> int:
 
         options = {"precision": args.precision, "reuse_factor": args.reuse_factor, "io_type": args.io_type,
                    "backend": args.backend}
-        X = read_data(args.calibration) if args.calibration else None  # rows for the parity report
+        X = _calibration(est, args.calibration)  # rows for the parity report
         report = to_hls(est, args.out, X=X, **{k: v for k, v in options.items() if v is not None})
         say(args, f"wrote the hls4ml project {args.out} ({report['precision']}, accumulators {report['accum']})")
         print(format_parity(report))
@@ -85,15 +85,33 @@ def export(args) -> int:
         return 0
     if args.labels and not args.calibration:
         raise ConfigError("--labels are the labels of the --calibration rows; pass --calibration DATA too.")
-    X = read_data(args.calibration) if args.calibration else None
+    X = _calibration(est, args.calibration)
     y = read_labels(args.labels, len(X)) if args.labels else None
+    import shutil
     import tempfile
+
+    from .._fs import atomic_path
 
     with tempfile.TemporaryDirectory() as tmp:
         float_path = export_onnx(est, Path(tmp) / "float.onnx", args.output, args.score)
-        quantize_int8(float_path, out, None if X is None else X if y is None else X[y == 0])
+        int8_path = quantize_int8(float_path, Path(tmp) / "int8.onnx",
+                                  None if X is None else X if y is None else X[y == 0])
+        cost = int8_cost(float_path, int8_path, X, y) if X is not None and args.output == "score" else None
+        with atomic_path(out) as part:  # the user's file is replaced only once everything above succeeded
+            shutil.copyfile(int8_path, part)
         say(args, f"wrote {out} (int8; float {float_path.stat().st_size / 1024:,.1f} KiB, "
                   f"int8 {out.stat().st_size / 1024:,.1f} KiB)")
-        if X is not None and args.output == "score":
-            print(format_int8_cost(int8_cost(float_path, out, X, y)))
+        if cost is not None:
+            print(format_int8_cost(cost))
     return 0
+
+
+def _calibration(est, spec):
+    """The --calibration rows, checked against the model's input shape before any work."""
+    if spec is None:
+        return None
+    from .._validation import check_array, check_sample_shape
+
+    X = check_array(read_data(spec), name=f"--calibration {spec}", dtype=None)
+    check_sample_shape(X, tuple(est.input_shape_), "the model", name=f"--calibration {spec}")
+    return X

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..exceptions import ConfigError, PersistenceError
+from ..exceptions import ConfigError
 from ._common import (add_command, add_data, add_model, add_stream, load_model, positive_int, progress, rate,
                       read_config, read_source, say, streamed)
 
@@ -100,8 +100,7 @@ def train(args) -> int:
 
     est = _estimator(args)
     out = Path(args.out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file())):
-        raise PersistenceError(f"--out {str(out)!r} exists and is not a model folder; choose a new folder name.")
+    _check_outputs(args, out)
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
@@ -128,6 +127,25 @@ def train(args) -> int:
               + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
                  if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
     return 0
+
+
+def _check_outputs(args, out: Path) -> None:
+    """Every folder the run will write is checked before any work (exit 2 with the fix)."""
+    from .._fs import check_owned
+
+    if args.checkpoint_dir and not args.checkpoint_every:
+        raise ConfigError("--checkpoint-dir names where --checkpoint-every K saves the training state, but "
+                          "--checkpoint-every was not given, so nothing would be saved; add --checkpoint-every 1 "
+                          "(or drop --checkpoint-dir).")
+    check_owned(out, "model")
+    if args.checkpoint_every:
+        ck = Path(args.checkpoint_dir or args.resume or f"{out}.checkpoint")
+        a, b = out.resolve(), ck.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise ConfigError(f"--checkpoint-dir {str(ck)!r} and --out {str(out)!r} are the same folder or one "
+                              "holds the other; the model and the checkpoint need folders of their own. Give "
+                              f"--checkpoint-dir another path, such as {str(out)}.checkpoint.")
+        check_owned(ck, "checkpoint")
 
 
 def _cuda() -> bool:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..exceptions import ConfigError
-from ._common import add_command, add_data, add_model, load_model, rate, read_data, read_labels, say
+from ._common import add_command, add_data, add_model, check_out, load_model, rate, read_data, read_labels, say
 
 
 def bits_range(text: str) -> list[int]:
@@ -83,6 +83,9 @@ def quantize_scan(args) -> int:
         raise ConfigError(f"--out {args.out!r} must end in .json or .md.")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--plot {args.plot!r} must end in .png, .pdf or .svg.")
+    for path in (out, args.plot):  # a missing folder fails here, not after the scan
+        if path is not None:
+            check_out(path, (".json", ".md", ".png", ".pdf", ".svg"))
     est = load_model(args.model, args.device)
     X = read_data(args.data)
     y = read_labels(args.labels, len(X)) > 0
@@ -95,9 +98,16 @@ def quantize_scan(args) -> int:
     if args.plot:
         from ..export.quantize import plot_scan
 
-        plot_scan(scan).savefig(args.plot)
+        from .._fs import atomic_path
+
+        with atomic_path(args.plot) as tmp:
+            plot_scan(scan).savefig(tmp, format=Path(args.plot).suffix[1:].lower())
         say(args, f"wrote {args.plot}")
     if out is not None:
-        out.write_text(json.dumps(scan, indent=1) if out.suffix.lower() == ".json" else table + "\n", encoding="utf-8")
+        from .._fs import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(scan, indent=1) if out.suffix.lower() == ".json" else table + "\n",
+                           encoding="utf-8")
         say(args, f"wrote {out}")
     return 0

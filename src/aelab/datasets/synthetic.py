@@ -64,7 +64,8 @@ def _events(n: int, rng, signal: str | None) -> np.ndarray:
 
 
 def make_adc2021(n_background: int = 10_000, n_signal: int = 1_000, signals=tuple(ADC2021_SIGNALS), *,
-                 path: str | os.PathLike | None = None, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+                 path: str | os.PathLike | None = None, overwrite: bool = False,
+                 random_state=None) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic events in the ADC2021 layout, optionally written as an ADC2021 HDF5 file.
 
     Parameters
@@ -80,7 +81,9 @@ def make_adc2021(n_background: int = 10_000, n_signal: int = 1_000, signals=tupl
     path : str or path-like, optional
         Also write the events to this ``.h5`` file: dataset ``Particles`` (n, 19, 4) float32
         and ``labels`` (n,) int64 (needs h5py, extra ``io``). Read it back with
-        ``aelab.datasets.load_adc2021(path)``.
+        ``aelab.datasets.load_adc2021(path)``. The file is written whole or not at all.
+    overwrite : bool
+        Replace an existing file at ``path`` (default False: an existing file is refused).
     random_state : int or None
 
     Returns
@@ -97,13 +100,23 @@ def make_adc2021(n_background: int = 10_000, n_signal: int = 1_000, signals=tupl
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {v!r}.")
     h5py = h5py_module("writing ADC2021 HDF5 files") if path is not None else None
+    if path is not None:
+        from pathlib import Path
+
+        if Path(path).suffix.lower() not in (".h5", ".hdf5"):
+            raise ConfigError(f"path={str(path)!r}: ADC2021 files are HDF5; give a name ending in .h5.")
+        if Path(path).exists() and not overwrite:
+            raise ConfigError(f"{str(path)!r} exists; make_adc2021 does not replace a file unless told to. "
+                              "Choose another path, or pass overwrite=True.")
     rng = np.random.default_rng(random_state)
     parts = [_events(int(n_background), rng, None)] + [_events(int(n_signal), rng, s) for s in signals]
     labels = np.concatenate([np.zeros(int(n_background), np.int64)]
                             + [np.full(int(n_signal), ADC2021_SIGNALS[s], np.int64) for s in signals])
     particles = np.concatenate(parts)
     if path is not None:
-        with h5py.File(path, "w") as fh:
+        from .._fs import atomic_path
+
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
             fh.create_dataset("Particles", data=particles, chunks=(min(len(particles), 65536) or 1, 19, 4))
             fh.create_dataset("labels", data=labels)
     return particles, labels

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._fs import check_owned, write_owned
+from .._validation import check_array, check_sample_shape
 from ..exceptions import ConfigError, require
 from .quantize import (ACCUM, FixedPoint, _crop, _fitted, _score, _slope_type, _target, _walk, emulate,
                        fixed_point_network, network_input, parse_precision, round_weights)
@@ -300,10 +302,20 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
         raise ConfigError("hls4ml cannot take this model: " + "; ".join(bad) + ".")
     _hls4ml()
     out = Path(output_dir)
-    if out.exists() and not (out / "hls4ml_config.yml").exists() and any(out.iterdir()):
-        raise ConfigError(f"{str(out)!r} exists and is not an hls4ml project; give a new or empty folder.")
-    shutil.rmtree(out, ignore_errors=True)
-    model, table = _convert(f, out, p, accum, backend, int(reuse_factor), io_type, pw)
+    check_owned(out, "hls4ml")  # a folder of the user's is refused before any work
+    if X is not None:  # the parity rows are checked before anything is converted or written
+        X = check_array(X, name="the parity rows (X, --calibration)", dtype=None)
+        check_sample_shape(X, tuple(f.layout.input_shape), "the model", name="the parity rows (X, --calibration)")
+    report = write_owned(out, "hls4ml", lambda tmp: _write_project(f, tmp, out, p, pw, accum, backend,
+                                                                     int(reuse_factor), io_type, X, compile))
+    report["output_dir"] = str(out)
+    report["hls_model"].config.config["OutputDir"] = str(out)
+    return report
+
+
+def _write_project(f, tmp: Path, out: Path, p, pw, accum, backend, reuse_factor, io_type, X, compile) -> dict:
+    """The project in the empty folder ``tmp``, which then takes the place of ``out``."""
+    model, table = _convert(f, tmp, p, accum, backend, reuse_factor, io_type, pw)
     model.write()
     target = _target(f)
     lo, hi = p.range
@@ -323,17 +335,17 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
                    score=score + (f", over the first {h} x {w} pixels" if target == "reconstruction" else ""))
         if target == "reconstruction":
             pre["output_shape"] = [ph, pw_, c]
-    (out / "aelab_preprocessing.json").write_text(json.dumps(pre, indent=1))
+    (tmp / "aelab_preprocessing.json").write_text(json.dumps(pre, indent=1))
     report = {"output_dir": str(out), "precision": str(p), "weight_precision": str(pw or p), "accum": accum,
               "backend": backend,
               "io_type": io_type, "reuse_factor": int(reuse_factor), "layers": table, "hls_model": model}
     if not compile:
         report["not_compiled"] = "compile=False"
-        return report
+        return _relocate(tmp, out, report)
     why = _compile(model)
     if why:
         report["not_compiled"] = why
-        return report
+        return _relocate(tmp, out, report)
     if X is None:
         rng = np.random.default_rng(0)
         Z = rng.multivariate_normal(f.latent_mean, f.latent_cov, size=1000, method="eigh").astype(np.float32)
@@ -345,8 +357,20 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
     report["parity"] = {"n": int(len(X)), "vs_float": _relative(hls, emu["float_score"]),
                         "vs_torch_emulation": _relative(hls, emu["score"]),
                         "torch_emulation_vs_float": _relative(emu["score"], emu["float_score"])}
-    (out / "aelab_parity.json").write_text(json.dumps({k: v for k, v in report.items() if k != "hls_model"},
+    (tmp / "aelab_parity.json").write_text(json.dumps({k: v for k, v in report.items() if k != "hls_model"},
                                                       indent=1, default=str))
+    return _relocate(tmp, out, report)
+
+
+def _relocate(tmp: Path, out: Path, report: dict) -> dict:
+    """hls4ml records its output folder in the project's text files: name the final one there."""
+    old, new = str(tmp), str(out.resolve())
+    for file in tmp.rglob("*"):
+        if file.is_file() and not file.is_symlink() and file.suffix in (".yml", ".yaml", ".tcl", ".sh", ".json", ".txt") \
+                and file.stat().st_size < 2**20:
+            text = file.read_text(encoding="utf-8", errors="surrogateescape")
+            if old in text:
+                file.write_text(text.replace(old, new), encoding="utf-8", errors="surrogateescape")
     return report
 
 

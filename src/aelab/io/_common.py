@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from .._fs import atomic_path, commit, discard, fsync_dir as _fsync_dir, temp_path_for  # noqa: F401 (re-exported)
 from ..exceptions import DataError, require
 
 #: File extensions :func:`aelab.io.read_array` understands (a folder of images is also accepted).
@@ -53,60 +51,3 @@ def h5py_module(purpose: str):
     return require("h5py", "io", purpose)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Flush the folder entry so a rename survives a crash (no-op where unsupported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def temp_path_for(path: str | os.PathLike) -> Path:
-    """Create and return an empty temporary file next to ``path`` (same folder, same file system)."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise DataFileNotFoundError(
-            f"cannot write {str(target)!r}: the folder {str(target.parent)!r} does not exist. Create it first."
-        )
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    # mkstemp creates the file -rw-------; give the result the usual permissions (0666 & ~umask)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
-def commit(tmp: Path, target: str | os.PathLike) -> None:
-    """fsync ``tmp`` and atomically rename it onto ``target``."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(Path(target).parent)
-
-
-def discard(tmp: Path) -> None:
-    """Remove a temporary file if it is still there."""
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
-
-    If the body raises, the temporary file is removed and ``path`` (if it existed) is untouched.
-    """
-    tmp = temp_path_for(path)
-    try:
-        yield tmp
-        commit(tmp, path)
-    except BaseException:
-        discard(tmp)
-        raise
