@@ -327,8 +327,9 @@ def write_owned(folder, kind: str, fill: Callable[[Path], object], *, keep: bool
         if clash:
             raise PersistenceError(f"{str(folder)!r} holds {', '.join(clash)}, which aelab did not write and this "
                                    f"{KINDS[kind]} would replace; move it away or choose another folder.")
-        files = {e: {"bytes": (tmp / e).stat().st_size, "sha256": _sha256(tmp / e)}
-                 for e in written if not e.endswith("/") and (tmp / e).is_file()}
+        files = {e: {"folder": True} if e.endswith("/") else {"bytes": (tmp / e).stat().st_size,
+                                                               "sha256": _sha256(tmp / e)}
+                 for e in written if e.endswith("/") or (tmp / e).is_file()}
         with open(tmp / MARKER, "w", encoding="utf-8") as fh:
             json.dump({"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "kind": kind, "aelab": __version__,
                        "files": files}, fh, indent=1)
@@ -373,7 +374,7 @@ def verify_owned(folder, kind: str, names=None) -> bool:
         raise PersistenceError(f"{str(folder)!r} is an {KINDS.get(marker['kind'], marker['kind'])}, not an "
                                f"{KINDS[kind]}.")
     for name, want in marker["files"].items():
-        if names is not None and name not in names:
+        if (names is not None and name not in names) or name.endswith("/"):
             continue
         file = folder / name
         if not file.is_file():

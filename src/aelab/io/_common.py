@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import contextlib
+
 from .._fs import atomic_path, commit, discard, fsync_dir as _fsync_dir, temp_path_for  # noqa: F401 (re-exported)
-from ..exceptions import DataError, require
+from ..exceptions import AelabError, DataError, require
 
 #: File extensions :func:`aelab.io.read_array` understands (a folder of images is also accepted).
 READ_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".h5", ".hdf5")
@@ -51,3 +53,20 @@ def h5py_module(purpose: str):
     return require("h5py", "io", purpose)
 
 
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike):
+    """Turn whatever a format library raises on a damaged file into a DataError naming the file."""
+    try:
+        yield
+    except (AelabError, KeyboardInterrupt):
+        raise
+    except MemoryError:
+        raise DataError(f"cannot read {str(path)!r}: it asks for more memory than there is (a damaged header, or "
+                        "data larger than memory: aelab.io.open_array or --stream always reads it a chunk at a "
+                        "time).") from None
+    except Exception as exc:  # numpy, zipfile, pyarrow, h5py and codec errors on damaged bytes
+        detail = " ".join(str(exc).split())[:300]
+        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}: {detail}). The file is damaged, "
+                        "truncated or not in the format its extension names; re-create or re-download it.") from None

@@ -20,6 +20,7 @@ from ._common import (
     atomic_path,
     existing_file,
     h5py_module,
+    reading,
     suffix_of,
 )
 from ._images import read_image_folder
@@ -384,7 +385,8 @@ def read_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     suffix = suffix_of(p, READ_EXTENSIONS, "read")
     if not p.exists():
         raise DataFileNotFoundError(f"no such file: {str(p)!r}. Check the path (relative to {os.getcwd()!r}).")
-    return _READERS[suffix](p, key)
+    with reading(p):
+        return _READERS[suffix](p, key)
 
 
 def write_array(

@@ -20,6 +20,7 @@ from ._common import (
     DataFileNotFoundError,
     commit,
     discard,
+    reading,
     suffix_of,
     temp_path_for,
 )
@@ -333,13 +334,14 @@ def open_array(path: str | os.PathLike, key: str | None = None, chunk_rows: int 
     suffix = suffix_of(p, READ_EXTENSIONS, "read")
     if not p.exists():
         raise DataFileNotFoundError(f"no such file: {str(p)!r}. Check the path (relative to {os.getcwd()!r}).")
-    if suffix == ".npy":
-        return _NpySource(p, chunk_rows)
-    if suffix in (".h5", ".hdf5"):
-        return _H5Source(p, key, chunk_rows)
-    if suffix == ".parquet":
-        return _ParquetSource(p, chunk_rows)
-    return _MemorySource(read_array(p, key), p, key, chunk_rows)
+    with reading(p):
+        if suffix == ".npy":
+            return _NpySource(p, chunk_rows)
+        if suffix in (".h5", ".hdf5"):
+            return _H5Source(p, key, chunk_rows)
+        if suffix == ".parquet":
+            return _ParquetSource(p, chunk_rows)
+        return _MemorySource(read_array(p, key), p, key, chunk_rows)
 
 
 # --------------------------------------------------------------------------- writing
