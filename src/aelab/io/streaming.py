@@ -109,7 +109,8 @@ class ArraySource:
         start, stop, _ = slice(start, stop).indices(len(self))
         if stop <= start:
             return np.empty((0, *self.shape[1:]), dtype=self.dtype)
-        out = np.asarray(self._read(start, stop), dtype=self.dtype)
+        with reading(self.path):
+            out = np.asarray(self._read(start, stop), dtype=self.dtype)
         return out if out.flags.owndata else out.copy()  # never a view of a cache or of the caller's array
 
     def _read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
@@ -288,8 +289,13 @@ class _ParquetSource(ArraySource):
     def iter_chunks(self, chunk_rows=None):
         step = self.chunk_rows if chunk_rows is None else _positive_int(chunk_rows, "chunk_rows")
         pending, n_pending = [], 0
-        for batch in self._pf.iter_batches(batch_size=step):
-            pending.append(table_to_array(batch).astype(self.dtype, copy=False))
+        batches = self._pf.iter_batches(batch_size=step)
+        while True:
+            with reading(self.path):  # a damaged page surfaces here, as the batch is decoded
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                pending.append(table_to_array(batch).astype(self.dtype, copy=False))
             n_pending += len(pending[-1])
             while n_pending >= step:
                 merged = np.concatenate(pending)
