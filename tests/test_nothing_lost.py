@@ -248,3 +248,11 @@ def test_a_kill_during_a_swap_is_repaired_by_the_next_write(table, tmp_path):
 
     clean_stale(tmp_path / "m")
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before and no_leftovers(tmp_path)
+
+
+def test_pca_gives_the_same_scores_on_every_fit_of_the_same_data():
+    """Issue 30: the neighbour reference rows made PCA(random_state=None) random (scores 10% apart)."""
+    X = rng.normal(size=(6000, 10)).astype(np.float32)  # more rows than the 4,096 reference rows
+    a = aelab.PCA(n_components=3).fit(X).decision_function(X[:500])
+    b = aelab.PCA(n_components=3).fit(X).decision_function(X[:500])
+    np.testing.assert_array_equal(a, b)

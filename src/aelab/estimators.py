@@ -120,6 +120,7 @@ class _Base(ParamsBase):
     """Shared machinery. Subclasses define ``__init__`` (parameters only), ``_build`` and ``_train``."""
 
     _variational = False
+    _closed_form = False  # True: fitting draws nothing at random (PCA)
     _renamed_params = RENAMED_PARAMS
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -319,7 +320,9 @@ class _Base(ParamsBase):
         in_reference = None
         if draft.score in KNN_SCORES:
             k = KNN_K_CLEAN if self.novelty else KNN_K_CONTAMINATED
-            knn, in_reference = knn_reference(local, draft.to_net, n, seed, k, comm=comm)
+            # a model fitted in closed form stays deterministic: its reference rows never depend on a random seed
+            ref_seed = 0 if self._closed_form and self.random_state is None else seed
+            knn, in_reference = knn_reference(local, draft.to_net, n, ref_seed, k, comm=comm)
             draft = draft.replace(**knn)
         st = post_fit_statistics(model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                                  recon_kind, self._latent_gaussian(model), comm=comm)
@@ -810,6 +813,8 @@ class PCA(_Base):
     covariance accumulated chunk by chunk (float64, Chan's merge), so a streamed source
     gives the same model as the same rows in memory and never has to fit in memory.
     """
+
+    _closed_form = True  # nothing in the fit is random
 
     @_accepts_renamed
     def __init__(self, n_components=None, anomaly_score="auto", contamination=0.1, scaler="auto",
