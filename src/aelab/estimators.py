@@ -123,6 +123,16 @@ class _Base(ParamsBase):
     _closed_form = False  # True: fitting draws nothing at random (PCA)
     _renamed_params = RENAMED_PARAMS
 
+    @classmethod
+    def from_fitted(cls, fitted: Fitted, **params):
+        """An estimator with ``params`` that holds the fitted state ``fitted`` (an :class:`aelab.fitted.Fitted`):
+        how loading, data-parallel fitting and fine-tuning hand back a fitted model."""
+        if not isinstance(fitted, Fitted):
+            raise ConfigError(f"from_fitted takes an aelab.fitted.Fitted, got {type(fitted).__name__}.")
+        est = cls(**params)
+        est._fitted = fitted
+        return est
+
     def __sklearn_is_fitted__(self) -> bool:
         return self.__dict__.get("_fitted") is not None
 
@@ -892,12 +902,10 @@ def load(path, device: str = "auto"):
         if isinstance(params.get(k), list):
             params[k] = tuple(params[k])
     try:
-        est = cls(**params)
-        fitted = state(est.anomaly_score)
+        fitted = state(cls(**params).anomaly_score)
+        return cls.from_fitted(fitted, **params)
     except PersistenceError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise PersistenceError(f"the model folder {str(path)!r} is inconsistent or from an incompatible "
                                f"version: {type(exc).__name__}: {exc}") from None
-    est._fitted = fitted
-    return est

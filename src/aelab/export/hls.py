@@ -44,6 +44,7 @@ import io
 import json
 import shutil
 from collections import OrderedDict
+from functools import singledispatch
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,10 @@ from torch import nn
 from .._fs import check_owned, write_owned
 from .._validation import check_array, check_sample_shape
 from ..exceptions import ConfigError, require
-from .quantize import (ACCUM, FixedPoint, _crop, _fitted, _score, _slope_type, _target, _walk, emulate,
-                       fixed_point_network, network_input, parse_precision, round_weights)
+from .emulate import emulate
+from .fixed import FixedPoint, Precision, parse_precision, round_weights
+from .ir import Activation, Conv, Dense, Flatten, Pool, Unflatten, Upsample, firmware_score, fitted_state, graph, \
+    network_input, unsupported
 
 __all__ = ["to_hls", "check_hls_compat", "hls_network", "hls_scores", "format_parity", "BACKENDS", "IO_TYPES"]
 
@@ -70,7 +73,7 @@ def check_hls_compat(est_or_fitted) -> list[str]:
     LeakyReLU, Tanh and Sigmoid: the ``plain`` and ``vgg`` backbones. The residual, inception and
     dense backbones (additions and concatenations), other activations and PCA are named here.
     """
-    return _walk(_fitted(est_or_fitted))[2]
+    return unsupported(est_or_fitted)
 
 
 class ChannelsLastView(nn.Module):
@@ -93,71 +96,99 @@ def hls_network(est_or_fitted, weight_precision=None) -> nn.Sequential:
     """The float network hls4ml converts: batch norm folded into the Linear and Conv2d layers, the
     activations, pooling and upsampling (a VAE: its encoder's mean only), named dense1, act1, conv2,
     pool2, ... (the firmware's layer names). ``weight_precision``: weights and biases rounded to that
-    type first (:func:`~aelab.export.quantize.round_weights`). A convolutional decoder's first Dense
+    type first (:func:`~aelab.export.fixed.round_weights`). A convolutional decoder's first Dense
     has its outputs in (H, W, C) order before a :class:`ChannelsLastView`: the network is meant for
     hls4ml's channels-last conversion, not for PyTorch."""
-    ops, _ = fixed_point_network(est_or_fitted)
+    g = graph(est_or_fitted)
     pw = None if weight_precision is None else parse_precision(weight_precision)
-    layers, n, last_dense = OrderedDict(), 0, None
-    for op in ops:
-        kind = op[0]
-        if kind in ("dense", "conv"):
-            n += 1
-            W, b = (op[1], op[2]) if pw is None else (round_weights(op[1], pw), round_weights(op[2], pw))
-            if kind == "dense":
-                layer = nn.Linear(W.shape[1], W.shape[0])
-                last_dense = f"dense{n}"
-            else:
-                layer = nn.Conv2d(W.shape[1], W.shape[0], tuple(W.shape[2:]), padding=op[3])
-            with torch.no_grad():
-                layer.weight.copy_(W), layer.bias.copy_(b)
-            layers[f"{kind}{n}"] = layer
-        elif kind in ("maxpool", "avgpool"):
-            layers[f"pool{n}"] = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(op[1])
-        elif kind == "upsample":
-            layers[f"up{n}"] = nn.Upsample(scale_factor=op[1], mode="nearest")
-        elif kind == "flatten":
-            layers[f"flatten{n}"] = nn.Flatten()
-        elif kind == "unflatten":
-            c, h, w = op[1]
-            order = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)
-            dense = layers[last_dense]
-            with torch.no_grad():
-                dense.weight.copy_(dense.weight[order].clone()), dense.bias.copy_(dense.bias[order].clone())
-            layers[f"view{n}"] = ChannelsLastView(op[1])
-        else:
-            layers[f"act{n}" if f"act{n}" not in layers else f"out{n}"] = \
-                {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[kind]() if kind != "leaky_relu" \
-                else nn.LeakyReLU(op[1])
+    layers: OrderedDict = OrderedDict()
+    state = {"n": 0, "last_dense": None, "pw": pw}
+    for layer in g.layers:
+        _torch_layer(layer, layers, state)
     return nn.Sequential(layers).eval()
+
+
+@singledispatch
+def _torch_layer(layer, layers: OrderedDict, state: dict) -> None:
+    raise TypeError(f"no hls4ml layer for {type(layer).__name__}")
+
+
+@_torch_layer.register(Dense)
+@_torch_layer.register(Conv)
+def _(layer, layers, state):
+    state["n"] += 1
+    pw = state["pw"]
+    W, b = (layer.W, layer.b) if pw is None else (round_weights(layer.W, pw), round_weights(layer.b, pw))
+    if isinstance(layer, Dense):
+        module, name = nn.Linear(W.shape[1], W.shape[0]), f"dense{state['n']}"
+        state["last_dense"] = name
+    else:
+        module, name = nn.Conv2d(W.shape[1], W.shape[0], tuple(W.shape[2:]), padding=layer.padding), f"conv{state['n']}"
+    with torch.no_grad():
+        module.weight.copy_(W), module.bias.copy_(b)
+    layers[name] = module
+
+
+@_torch_layer.register
+def _(layer: Pool, layers, state):
+    layers[f"pool{state['n']}"] = (nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d)(layer.k)
+
+
+@_torch_layer.register
+def _(layer: Upsample, layers, state):
+    layers[f"up{state['n']}"] = nn.Upsample(scale_factor=layer.scale, mode="nearest")
+
+
+@_torch_layer.register
+def _(layer: Flatten, layers, state):
+    layers[f"flatten{state['n']}"] = nn.Flatten()
+
+
+@_torch_layer.register
+def _(layer: Unflatten, layers, state):
+    c, h, w = layer.shape
+    order = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)
+    dense = layers[state["last_dense"]]
+    with torch.no_grad():
+        dense.weight.copy_(dense.weight[order].clone()), dense.bias.copy_(dense.bias[order].clone())
+    layers[f"view{state['n']}"] = ChannelsLastView(layer.shape)
+
+
+@_torch_layer.register
+def _(layer: Activation, layers, state):
+    n = state["n"]
+    module = nn.LeakyReLU(layer.slope) if layer.kind == "leaky_relu" else \
+        {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[layer.kind]()
+    layers[f"act{n}" if f"act{n}" not in layers else f"out{n}"] = module
 
 
 def _hls4ml():
     return require("hls4ml", "hls", "Exporting to hls4ml")
 
 
-def _config(hls4ml, net: nn.Sequential, shape: tuple, p: FixedPoint, accum: str, backend: str, reuse_factor: int,
-            pw: FixedPoint | None = None) -> tuple:
+def _config(hls4ml, net: nn.Sequential, shape: tuple, prec: Precision, backend: str, reuse_factor: int) -> tuple:
     """hls4ml's per-layer configuration with every precision set explicitly, and a table of them."""
     image = len(shape) == 3
     cfg = hls4ml.utils.config_from_pytorch_model(
-        net, shape, granularity="name", backend=backend, default_precision=str(p), default_reuse_factor=reuse_factor,
+        net, shape, granularity="name", backend=backend, default_precision=str(prec.data),
+        default_reuse_factor=reuse_factor,
         channels_last_conversion="internal" if image else "full", transpose_outputs=False)
-    wide = "auto" if accum == "auto" else str(p)
+    p, wp = str(prec.data), str(prec.weight)
+    wide = "auto" if prec.accum == "auto" else p
     modules = dict(net.named_children())
     table = []
     for name, layer in cfg["LayerName"].items():
-        prec = layer["Precision"]
+        types = layer["Precision"]
         module = modules.get(name)
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            prec.update(weight=str(pw or p), bias=str(pw or p), accum=wide, result=wide)
+            types.update(weight=wp, bias=wp, accum=wide, result=wide)
         elif isinstance(module, nn.LeakyReLU):
-            prec.update(result=str(p), param=str(_slope_type(module.negative_slope, p, accum)))
+            types.update(result=p, param=str(prec.slope(module.negative_slope)))
         elif isinstance(module, (nn.Flatten, ChannelsLastView)):
             continue
         else:
-            prec["result"] = str(p)
-        table.append({"layer": name, **{k: v for k, v in prec.items() if k != "table"}})
+            types["result"] = p
+        table.append({"layer": name, **{k: v for k, v in types.items() if k != "table"}})
     return cfg, table
 
 
@@ -165,13 +196,12 @@ def _products(module) -> int:
     return module.in_features if isinstance(module, nn.Linear) else module.weight[0].numel()
 
 
-def _convert(f, output_dir, p: FixedPoint, accum: str, backend: str, reuse_factor: int, io_type: str,
-             pw: FixedPoint | None = None):
+def _convert(f, output_dir, prec: Precision, backend: str, reuse_factor: int, io_type: str):
     hls4ml = _hls4ml()
-    net = hls_network(f, pw or p)
+    net = hls_network(f, prec.weight)
     x, _ = network_input(f, np.zeros((1, *f.layout.input_shape), np.float32))
     with contextlib.redirect_stdout(io.StringIO()):  # hls4ml prints its topology
-        cfg, table = _config(hls4ml, net, tuple(x.shape[1:]), p, accum, backend, reuse_factor, pw)
+        cfg, table = _config(hls4ml, net, tuple(x.shape[1:]), prec, backend, reuse_factor)
         model = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, output_dir=str(output_dir),
                                                              backend=backend, io_type=io_type)
     keep = ("result", "weight", "bias", "accum", "param")
@@ -184,7 +214,7 @@ def _convert(f, output_dir, p: FixedPoint, accum: str, backend: str, reuse_facto
     for row in table:  # the types hls4ml settled on ("auto" resolved), and why a type is wider than P
         row.update(resolved.get(row["layer"], {}))
         module = modules.get(row["layer"])
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and accum == "auto":
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and prec.accum == "auto":
             i = names.index(row["layer"])
             rest = [modules[m] for m in names[i + 1:] if not isinstance(modules[m], (nn.Flatten, ChannelsLastView))]
             nxt = rest[0] if rest else None
@@ -218,15 +248,15 @@ def _compile(model) -> str | None:
 def _predict(model, f, X, p: FixedPoint):
     """(score, output) of the compiled hls4ml model on X, with the documented preprocessing; an image goes in
     channels-last (H, W, C) and its reconstruction comes out so."""
-    target = _target(f)
-    x, mask = network_input(f, X, p)
+    g = graph(f)
+    x, mask = network_input(f, X, p, g)
     xin = x.permute(0, 2, 3, 1) if x.dim() == 4 else x
     out = np.asarray(model.predict(np.ascontiguousarray(xin.float().numpy())), dtype=np.float64)
     out = torch.from_numpy(out.reshape(len(X), -1))
-    if x.dim() == 4 and target == "reconstruction":
+    if x.dim() == 4 and g.target == "reconstruction":
         n, c, h, w = x.shape
         out = out.reshape(n, h, w, c).permute(0, 3, 1, 2)
-    return _score(x, out, target, mask, _crop(f)).numpy(), out.numpy()
+    return firmware_score(g, x, out, mask).numpy(), out.numpy()
 
 
 def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None, weight_precision=None) -> np.ndarray:
@@ -234,15 +264,14 @@ def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None
     unless ``output_dir``)."""
     import tempfile
 
-    f = _fitted(est_or_fitted)
-    p = parse_precision(precision)
+    f = fitted_state(est_or_fitted)
+    prec = Precision.of(precision, weight_precision, accum)
     with tempfile.TemporaryDirectory(prefix="aelab-hls-") as tmp:
-        pw = None if weight_precision is None else parse_precision(weight_precision)
-        model, _ = _convert(f, output_dir or Path(tmp) / "project", p, accum, "Vitis", 1, "io_parallel", pw)
+        model, _ = _convert(f, output_dir or Path(tmp) / "project", prec, "Vitis", 1, "io_parallel")
         why = _compile(model)
         if why:
             raise ConfigError(f"cannot emulate with hls4ml: {why}. Use engine='torch' for the PyTorch emulation.")
-        return _predict(model, f, np.asarray(X), p)[0]
+        return _predict(model, f, np.asarray(X), prec.data)[0]
 
 
 def _relative(a, b) -> dict:
@@ -286,11 +315,8 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
     ConfigError : unparsable precision, unknown setting, or layers hls4ml cannot take (named).
     MissingDependencyError : hls4ml is not installed (``pip install 'aelab[hls]'``).
     """
-    f = _fitted(est_or_fitted)
-    p = parse_precision(precision)
-    pw = None if weight_precision is None else parse_precision(weight_precision)
-    if accum not in ACCUM:
-        raise ConfigError(f"accum={accum!r} is not known; expected one of {ACCUM}.")
+    f = fitted_state(est_or_fitted)
+    prec = Precision.of(precision, weight_precision, accum)
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r} is not known; expected one of {BACKENDS}.")
     if io_type not in IO_TYPES:
@@ -306,18 +332,19 @@ def to_hls(est_or_fitted, output_dir, precision="ap_fixed<16,6>", reuse_factor: 
     if X is not None:  # the parity rows are checked before anything is converted or written
         X = check_array(X, name="the parity rows (X, --calibration)", dtype=None)
         check_sample_shape(X, tuple(f.layout.input_shape), "the model", name="the parity rows (X, --calibration)")
-    report = write_owned(out, "hls4ml", lambda tmp: _write_project(f, tmp, out, p, pw, accum, backend,
-                                                                     int(reuse_factor), io_type, X, compile))
+    report = write_owned(out, "hls4ml", lambda tmp: _write_project(f, tmp, out, prec, backend, int(reuse_factor),
+                                                                     io_type, X, compile))
     report["output_dir"] = str(out)
     report["hls_model"].config.config["OutputDir"] = str(out)
     return report
 
 
-def _write_project(f, tmp: Path, out: Path, p, pw, accum, backend, reuse_factor, io_type, X, compile) -> dict:
+def _write_project(f, tmp: Path, out: Path, prec: Precision, backend, reuse_factor, io_type, X, compile) -> dict:
     """The project in the empty folder ``tmp``, which then takes the place of ``out``."""
-    model, table = _convert(f, tmp, p, accum, backend, reuse_factor, io_type, pw)
+    model, table = _convert(f, tmp, prec, backend, reuse_factor, io_type)
     model.write()
-    target = _target(f)
+    g = graph(f)
+    target, p = g.target, prec.data
     lo, hi = p.range
     cfg = f.model_cfg
     steps = "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"
@@ -328,7 +355,7 @@ def _write_project(f, tmp: Path, out: Path, p, pw, accum, backend, reuse_factor,
            "input_type": str(p), "mask_zeros": bool(cfg.mask_zeros), "output": target, "score": score,
            "steps": steps}
     if cfg.arch == "conv":
-        (c, h, w), (ph, pw_) = cfg.input_shape, f.model._pad_hw
+        (c, h, w), (ph, pw_) = cfg.input_shape, g.pad_hw
         pre.update(input_shape=[ph, pw_, c], layout="channels-last (H, W, C), row-major",
                    steps=f"x_s = (x - offset) / scale as (C, H, W) = ({c}, {h}, {w}); zero-pad H, W at the end to "
                          f"({ph}, {pw_}); transpose to (H, W, C); " + steps.replace("(x - offset) / scale", "x_s"),
@@ -336,7 +363,7 @@ def _write_project(f, tmp: Path, out: Path, p, pw, accum, backend, reuse_factor,
         if target == "reconstruction":
             pre["output_shape"] = [ph, pw_, c]
     (tmp / "aelab_preprocessing.json").write_text(json.dumps(pre, indent=1))
-    report = {"output_dir": str(out), "precision": str(p), "weight_precision": str(pw or p), "accum": accum,
+    report = {"output_dir": str(out), "precision": str(p), "weight_precision": str(prec.weight), "accum": prec.accum,
               "backend": backend,
               "io_type": io_type, "reuse_factor": int(reuse_factor), "layers": table, "hls_model": model}
     if not compile:
@@ -353,7 +380,7 @@ def _write_project(f, tmp: Path, out: Path, p, pw, accum, backend, reuse_factor,
             X = f.from_net(f.model.decode(torch.from_numpy(Z).to(f.device)).cpu().numpy())
     X = np.asarray(X)
     hls, _ = _predict(model, f, X, p)
-    emu = emulate(f, X, p, accum, pw)
+    emu = emulate(f, X, prec)
     report["parity"] = {"n": int(len(X)), "vs_float": _relative(hls, emu["float_score"]),
                         "vs_torch_emulation": _relative(hls, emu["score"]),
                         "torch_emulation_vs_float": _relative(emu["score"], emu["float_score"])}

@@ -83,8 +83,9 @@ class AutoencoderNet(nn.Module):
         elif cfg.arch == "conv":
             c, h, w = cfg.input_shape
             s = 2 ** len(cfg.channels)
-            self._pad_hw = (math.ceil(h / s) * s, math.ceil(w / s) * s)
-            self._feat = (cfg.channels[-1], self._pad_hw[0] // s, self._pad_hw[1] // s)
+            #: (H, W) the encoder takes: the input zero-padded at the end to a multiple of 2**stages
+            self.pad_hw = (math.ceil(h / s) * s, math.ceil(w / s) * s)
+            self._feat = (cfg.channels[-1], self.pad_hw[0] // s, self.pad_hw[1] // s)
             n_feat = math.prod(self._feat)
             self.encoder = nn.Sequential(
                 build_encoder(cfg.backbone, c, cfg.channels, act), nn.Flatten(), nn.Linear(n_feat, code)
@@ -102,7 +103,7 @@ class AutoencoderNet(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (mu, logvar); logvar is None for a deterministic encoder."""
         if self.cfg.arch == "conv":
-            ph, pw = self._pad_hw
+            ph, pw = self.pad_hw
             x = nn.functional.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2]))
         h = self.encoder(x)
         if not self.cfg.variational:
