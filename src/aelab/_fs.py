@@ -38,7 +38,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .exceptions import OutputIsAFolderError, PersistenceError
+from .exceptions import DataFileNotFoundError, OutputIsAFolderError, PersistenceError
 
 __all__ = ["MARKER", "atomic_path", "write_owned", "check_owned", "verify_owned", "owned_files"]
 
@@ -100,8 +100,6 @@ def _default_mode(directory: bool) -> int:
 
 def temp_path_for(path: str | os.PathLike) -> Path:
     """Create and return an empty temporary file next to ``path`` (same folder, same file system)."""
-    from .io._common import DataFileNotFoundError
-
     target = Path(path)
     if not target.parent.is_dir():
         raise DataFileNotFoundError(

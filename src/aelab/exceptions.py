@@ -27,6 +27,10 @@ class DataError(AelabError, ValueError):
     """The input data is unusable: wrong shape, NaN/inf, non-numeric, unreadable file."""
 
 
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A data file or folder does not exist (both a DataError and a FileNotFoundError)."""
+
+
 class NonNumericError(DataError, TypeError):
     """Data that is not numbers (text, objects); a TypeError too, as numpy's own conversion error."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import contextlib
 
 from .._fs import atomic_path, commit, discard, fsync_dir as _fsync_dir, temp_path_for  # noqa: F401 (re-exported)
-from ..exceptions import AelabError, DataError, require
+from ..exceptions import AelabError, DataError, DataFileNotFoundError, require  # noqa: F401 (re-exported)
 
 #: File extensions :func:`aelab.io.read_array` understands (a folder of images is also accepted).
 READ_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".h5", ".hdf5")
@@ -16,10 +16,6 @@ READ_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".h5", ".hdf5")
 WRITE_EXTENSIONS = (".npy", ".npz", ".csv", ".tsv", ".parquet", ".h5", ".hdf5")
 #: Image file extensions read from a folder.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-class DataFileNotFoundError(DataError, FileNotFoundError):
-    """A data file or folder does not exist (both a DataError and a FileNotFoundError)."""
 
 
 def suffix_of(path: str | os.PathLike, supported: tuple[str, ...], action: str) -> str:
