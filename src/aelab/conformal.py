@@ -352,11 +352,14 @@ def calibrated(fitted, X, score_fn, owner: str):
     """``fitted`` with the calibration scores of the clean rows X (fit rows among them are left out)."""
     from .thresholds import AelabWarning
 
+    from ._validation import check_sample_shape
+
     if is_source(X):
-        n_x = len(X)
+        n_x, shape = len(X), tuple(X.shape)
     else:
         X = check_array(X, dtype=None, name="X_normal")
-        n_x = X.shape[0]
+        n_x, shape = X.shape[0], X.shape
+    check_sample_shape(np.empty((0, *shape[1:])), fitted.layout.input_shape, owner, name="X_normal")
     scores = score_fn(X)
     seen = fit_rows(X, fitted.fit_hashes, fitted.fit_hash_stride)
     if seen.any():
