@@ -191,7 +191,7 @@ def test_bh_matches_scipy_and_controls_the_fdr(clean_model):
 
 
 def test_contamination_auto_recovers_a_known_share():
-    """Stated errors, for a truth of 10%: +-0.04 for a batch's estimate against clean calibration rows
+    """Stated errors, for a truth of 10%: +-0.04 for a batch's estimate against 4,000 clean calibration rows
     (Storey on the conformal p-values: consistent under exchangeability alone), +-0.06 for the fit's
     estimate from contaminated training rows, which rests on a model of the normal scores (log-normal
     bulk); benchmarks/calibration.py measures both on real tables."""
@@ -202,17 +202,19 @@ def test_contamination_auto_recovers_a_known_share():
     assert ae.threshold_rule_["contamination"] == "auto" and ae.threshold_rule_["estimate"] == ae.contamination_
     assert abs(ae.predict(X).mean() - ae.contamination_) < 0.01
     assert ae.estimate_contamination() == ae.contamination_
-    ae.calibrate(draw(1000))
-    batch = np.concatenate([draw(1800), draw(200, shift=4.0)])
+    ae.calibrate(draw(4000))
+    batch = np.concatenate([draw(3600), draw(400, shift=4.0)])
+    # standard error ~ 2 sqrt(0.25 / 4000) (calibration) + 2 sqrt(0.25 / 4000) (batch) = 0.032; 0.04 is 1.3 of it
     assert abs(ae.estimate_contamination(batch) - 0.1) <= 0.04
-    assert ae.estimate_contamination(draw(2000)) <= 0.04
+    assert ae.estimate_contamination(draw(4000)) <= 0.04
     assert storey_pi0(np.linspace(0, 1, 1001)[1:]) == pytest.approx(1.0, abs=0.01)
 
 
 def test_contamination_auto_on_vae_and_pca():
     draw = table(12)
     X = np.concatenate([draw(900), draw(100, shift=4.0)])
-    for est in (aelab.VAE(contamination="auto", epochs=5, random_state=0), aelab.PCA(contamination="auto")):
+    # (after 5 epochs the VAE separates the anomalies less in log scale, and the estimate falls to 0.01)
+    for est in (aelab.VAE(contamination="auto", epochs=20, random_state=0), aelab.PCA(contamination="auto")):
         est.fit(X)
         assert abs(est.contamination_ - 0.1) <= 0.06, (type(est).__name__, est.contamination_)
     assert est.fitted_.calibration_info["source"] == "training"  # PCA holds nothing out
@@ -300,3 +302,65 @@ def test_streamed_fit_and_pvalues_match_in_memory(tmp_path):
         with pytest.warns(AelabWarning, match="400 of the 400 rows"):
             a.set_threshold(src, fpr=0.1)
     assert a.threshold_rule_["scores"] == "calibration"
+
+
+# ---------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("conformal-cli")
+    draw = table(21)
+    X, normal, batch = draw(400), draw(200), np.concatenate([draw(90), draw(10, shift=3.0)])
+    aelab.Autoencoder(novelty=True, epochs=5, random_state=0).fit(X).save(d / "m")
+    for name, a in (("X", X), ("normal", normal), ("batch", batch), ("one", batch[:1])):
+        np.save(d / f"{name}.npy", a)
+    return d
+
+
+def test_cli_pvalues_fpr_fdr_and_calibrate(cli, cli_model, tmp_path):
+    d = cli_model
+    est = aelab.load(d / "m")
+    batch = np.load(d / "batch.npy")
+    code, out, err = cli("score", d / "m", d / "batch.npy", "--pvalues", "--out", tmp_path / "p.npy")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), est.pvalues(batch))
+    assert "conformal p-values" in out and "exchangeable with the 40 calibration rows" in out
+    code, out, err = cli("score", d / "m", d / "batch.npy", "--fpr", "0.05", "--out", tmp_path / "f.npy")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), est.predict(batch, fpr=0.05))
+    assert "false-positive rate on fresh normal rows <= 0.05, if normal rows are exchangeable" in out
+    code, out, err = cli("score", d / "m", d / "batch.npy", "--fdr", "0.1", "--out", tmp_path / "q.csv")
+    assert code == 0, err
+    np.testing.assert_array_equal(aelab.io.read_array(tmp_path / "q.csv").ravel(),
+                                  est.predict(batch, fdr=0.1))
+    assert "(FDR) <= 0.1" in out
+    # calibrate: the model folder now holds the 200 normal rows' scores, and says so
+    code, out, err = cli("calibrate", d / "m", d / "normal.npy")
+    assert code == 0 and "calibrated" in out, err
+    back = aelab.load(d / "m")
+    np.testing.assert_array_equal(back.calibration_scores_, np.sort(est.decision_function(np.load(d / "normal.npy"))))
+    code, out, _ = cli("score", d / "m", d / "batch.npy", "--pvalues", "--out", tmp_path / "p2.npy")
+    assert code == 0 and "200 calibration rows (rows passed to calibrate)" in out
+    # calibrating on the training rows is refused, and the model folder is left as it was
+    before = (d / "m" / "weights.safetensors").read_bytes()
+    code, _, err = cli("calibrate", d / "m", d / "X.npy")
+    assert code == 2 and "were part of the fit" in err
+    assert (d / "m" / "weights.safetensors").read_bytes() == before
+
+
+def test_cli_bad_rule_usage_exits_2_and_keeps_the_output(cli, cli_model, tmp_path):
+    d = cli_model
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"precious")
+    cases = [
+        (["--fdr", "0.1"], d / "one.npy", "the batch has 1 row"),
+        (["--pvalues", "--score", "mae"], d / "batch.npy", "Drop --score"),
+        (["--fpr", "1.5"], d / "batch.npy", "strictly between 0 and 1"),
+        (["--fpr", "0.1", "--fdr", "0.1"], d / "batch.npy", "not allowed with argument"),
+    ]
+    for extra, data, message in cases:
+        code, _, err = cli("score", d / "m", data, *extra, "--out", out)
+        assert code == 2 and message in err, (extra, err)
+        assert out.read_bytes() == b"precious"
+    np.save(tmp_path / "narrow.npy", np.load(d / "normal.npy")[:, :5])
+    code, _, err = cli("calibrate", d / "m", tmp_path / "narrow.npy")
+    assert code == 2 and "X_normal has 5 features" in err
