@@ -364,3 +364,20 @@ def test_cli_bad_rule_usage_exits_2_and_keeps_the_output(cli, cli_model, tmp_pat
     np.save(tmp_path / "narrow.npy", np.load(d / "normal.npy")[:, :5])
     code, _, err = cli("calibrate", d / "m", tmp_path / "narrow.npy")
     assert code == 2 and "X_normal has 5 features" in err
+
+
+def test_report_shows_the_pvalue_histogram_and_the_flags_under_each_rule(clean_model):
+    pytest.importorskip("matplotlib")
+    from aelab.report import model_report
+
+    ae, draw, _ = clean_model
+    ae.calibrate(draw(500))
+    X = np.concatenate([draw(200), draw(20, shift=3.0)])
+    y = np.r_[np.zeros(200, int), np.ones(20, int)]
+    sec = next(s for s in model_report(ae, X, y) if s.title == "Decisions with guarantees")
+    rows = {r["rule"].split(" (")[0]: r for r in sec.tables["flags under each rule"]}
+    assert rows["fpr <= 0.01"]["flagged"] == ae.predict(X, fpr=0.01).sum()
+    assert rows["fdr <= 0.05"]["flagged"] == ae.predict(X, fdr=0.05).sum()
+    assert rows["fdr <= 0.05"]["anomalies found"] == ae.predict(X, fdr=0.05)[200:].mean()
+    assert "exchangeable with the 500 calibration rows" in sec.text and "Storey" in sec.text
+    assert "p-value histogram" in sec.figures
