@@ -381,3 +381,14 @@ def test_report_shows_the_pvalue_histogram_and_the_flags_under_each_rule(clean_m
     assert rows["fdr <= 0.05"]["anomalies found"] == ae.predict(X, fdr=0.05)[200:].mean()
     assert "exchangeable with the 500 calibration rows" in sec.text and "Storey" in sec.text
     assert "p-value histogram" in sec.figures
+
+
+def test_pvalues_of_fit_rows_warn(clean_model):
+    ae, draw, X_fit = clean_model
+    with pytest.warns(AelabWarning, match="3 of the 13 rows of X were part of the fit"):
+        ae.pvalues(np.concatenate([draw(10), X_fit[:3]]))
+    with pytest.warns(AelabWarning, match="were part of the fit"):
+        ae.predict(np.concatenate([draw(10), X_fit[:3]]), fdr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ae.pvalues(draw(10))

@@ -334,6 +334,19 @@ def require_calibration(fitted, what: str) -> np.ndarray:
     return fitted.calibration
 
 
+def warn_fit_rows(fitted, X) -> None:
+    """Warn when an in-memory X holds rows of the fit: their scores are in-sample, their p-values too large."""
+    from .thresholds import AelabWarning
+
+    if is_source(X) or fitted.fit_hashes is None:
+        return  # a streamed X is not read a second time for this check
+    seen = fit_rows(X, fitted.fit_hashes, fitted.fit_hash_stride)
+    if seen.any():
+        warnings.warn(f"{int(seen.sum())} of the {len(seen)} rows of X were part of the fit: their scores are "
+                      "in-sample, so their p-values are too large and they are flagged too rarely. The guarantees "
+                      "hold for rows the model was not fitted on.", AelabWarning, stacklevel=3)
+
+
 def check_rule(fpr, fdr) -> None:
     """Validate predict's ``fpr`` / ``fdr`` before any scoring."""
     if fpr is not None and fdr is not None:

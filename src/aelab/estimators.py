@@ -234,7 +234,9 @@ class _Base(ParamsBase):
         conformal.check_rule(fpr, fdr)
         if fpr is None and fdr is None:
             return (self.decision_function(X) > self._state().threshold).astype(np.int64)
-        return conformal.flags(self._state(), self.decision_function(X), fpr, fdr)
+        scores = self.decision_function(X)
+        conformal.warn_fit_rows(self._state(), X)
+        return conformal.flags(self._state(), scores, fpr, fdr)
 
     def pvalues(self, X) -> np.ndarray:
         """Conformal p-values: ``(1 + #{calibration scores >= score}) / (n_cal + 1)`` per row of X.
@@ -244,7 +246,10 @@ class _Base(ParamsBase):
         validation rows fit held out, or those given to :meth:`calibrate`.
         """
         f = self._state()
-        return conformal.pvalues(self.decision_function(X), conformal.require_calibration(f, "pvalues"))
+        cal = conformal.require_calibration(f, "pvalues")
+        scores = self.decision_function(X)
+        conformal.warn_fit_rows(f, X)
+        return conformal.pvalues(scores, cal)
 
     @_in_threads
     def calibrate(self, X_normal):

@@ -76,7 +76,7 @@ def score(args) -> int:
     if conformal.wants_rule(args):
         out, summary = conformal.decide(est, scores, args)
         write_out(args.out, out)
-        say(args, f"wrote {summary}{streamed(X)}; to {args.out}")
+        say(args, f"wrote {args.out}{streamed(X)}: {summary}")
         return 0
     write_out(args.out, scores)
     say(args, f"wrote {len(scores)} {args.score or est.score_} scores{streamed(X)} by {engine} to {args.out} "
