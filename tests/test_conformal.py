@@ -392,3 +392,17 @@ def test_pvalues_of_fit_rows_warn(clean_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ae.pvalues(draw(10))
+
+
+@pytest.mark.slow
+def test_two_ranks_keep_the_same_calibration_rows_and_hashes():
+    import aelab.distributed as D
+
+    X = table(4)(1000)
+    params = dict(anomaly_score="mse+latent", epochs=3, random_state=0)
+    one = aelab.Autoencoder(batch_size=64, n_threads=1, **params).fit(X)
+    two = D.fit(aelab.Autoencoder(batch_size=32, **params), X, nproc=2, threads=1)
+    val = validation_rows(1000, 0.1, 0)
+    np.testing.assert_allclose(two.calibration_scores_, np.sort(two.decision_function(X[val])), rtol=1e-5)
+    np.testing.assert_array_equal(two.fitted_.fit_hashes, one.fitted_.fit_hashes)
+    assert two.fitted_.calibration_info == one.fitted_.calibration_info
