@@ -406,3 +406,15 @@ def test_two_ranks_keep_the_same_calibration_rows_and_hashes():
     np.testing.assert_allclose(two.calibration_scores_, np.sort(two.decision_function(X[val])), rtol=1e-5)
     np.testing.assert_array_equal(two.fitted_.fit_hashes, one.fitted_.fit_hashes)
     assert two.fitted_.calibration_info == one.fitted_.calibration_info
+
+
+def test_calibration_scores_travel_in_the_onnx_metadata(clean_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ae, draw, _ = clean_model
+    ae.calibrate(draw(200))
+    ae.export_onnx(tmp_path / "m.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    cal = np.array(json.loads(meta["calibration_scores"]))
+    assert json.loads(meta["calibration"]) == {"source": "calibrate", "n": 200, "clean": True}
+    X = draw(50)
+    np.testing.assert_array_equal(pvalues(ae.decision_function(X), cal), ae.pvalues(X))
