@@ -418,3 +418,13 @@ def test_calibration_scores_travel_in_the_onnx_metadata(clean_model, tmp_path):
     assert json.loads(meta["calibration"]) == {"source": "calibrate", "n": 200, "clean": True}
     X = draw(50)
     np.testing.assert_array_equal(pvalues(ae.decision_function(X), cal), ae.pvalues(X))
+
+
+def test_set_threshold_contamination_auto_on_a_batch(clean_model):
+    ae, draw, _ = clean_model
+    ae.calibrate(draw(4000))
+    batch = np.concatenate([draw(3600), draw(400, shift=4.0)])
+    ae.set_threshold(batch, contamination="auto")
+    est = ae.contamination_
+    assert ae.threshold_rule_ == {"contamination": "auto", "estimate": est, "n": 4000}
+    assert abs(est - 0.1) <= 0.04 and abs(ae.predict(batch).mean() - est) < 0.005

@@ -312,13 +312,7 @@ def fit_state(fitted, local, n: int, seed: int, fraction: float | None, novelty:
     if out["calibration_info"]:
         out["calibration_info"]["clean"] = bool(novelty)
     if contamination == "auto":
-        c = estimate_contamination(scores)
-        if c > 0:
-            t = threshold_from_contamination(scores, min(c, 0.5))
-        else:
-            t = float(np.max(scores))
-        out.update(threshold=float(t), contamination_estimate=float(c),
-                   threshold_rule={"contamination": "auto", "estimate": float(c), "n": int(len(scores))})
+        out.update(auto_threshold(scores))
     else:
         out.update(threshold=float(threshold_from_contamination(scores, contamination)),
                    threshold_rule={"contamination": float(contamination), "n": int(len(scores))})
@@ -432,3 +426,15 @@ def fpr_threshold(fitted, X, fpr: float, score_fn) -> dict:
     return {"threshold": conformal_threshold(union, fpr, stacklevel=4),
             "threshold_rule": {"fpr": fpr, "n": int(len(union)), "rule": "conformal",
                                "scores": "calibration" if seen.all() else "X and calibration"}}
+
+
+def auto_threshold(scores: np.ndarray, calibration: np.ndarray | None = None) -> dict:
+    """``contamination="auto"``: the estimated share ``c`` of anomalies among ``scores`` (see
+    :func:`estimate_contamination`; ``calibration``: clean calibration scores) and the threshold
+    that flags that share of them (PyOD's percentile rule; nothing when ``c`` is 0)."""
+    from .thresholds import threshold_from_contamination
+
+    c = estimate_contamination(scores, calibration)
+    t = threshold_from_contamination(scores, min(c, 0.5)) if c > 0 else float(np.max(scores))
+    return {"threshold": float(t), "contamination_estimate": float(c),
+            "threshold_rule": {"contamination": "auto", "estimate": float(c), "n": int(len(scores))}}

@@ -209,7 +209,8 @@ class _Base(ParamsBase):
         uses the calibration rows alone. On calibration rows the threshold is the conformal
         one (:func:`aelab.conformal.conformal_threshold`): at most ``fpr`` of fresh normal
         rows lie above it. ``contamination``: the ``1 - contamination`` percentile of the
-        (training) scores, as in PyOD. Returns ``self``.
+        (training) scores, as in PyOD; "auto" estimates it first (``contamination_``, see
+        :meth:`estimate_contamination`). Returns ``self``.
         """
         f = self._state()
         if (fpr is None) == (contamination is None):
@@ -219,6 +220,10 @@ class _Base(ParamsBase):
             self._fitted = f.replace(**conformal.fpr_threshold(f, X, fpr, self.decision_function))
             return self
         scores = f.decision_scores if X is None else self.decision_function(X)
+        if contamination == "auto":  # the share estimated from the rows' scores (X: against clean calibration rows)
+            clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
+            self._fitted = f.replace(**conformal.auto_threshold(scores, f.calibration if clean else None))
+            return self
         self._fitted = f.replace(**_threshold(scores, fpr, contamination))
         return self
 
