@@ -44,13 +44,14 @@ def check_rule_args(est, args) -> None:
     require_calibration(est.fitted_, "--pvalues, --fpr and --fdr")
 
 
-def decide(est, scores, args):
-    """(array to write, summary sentence) of score's --pvalues / --fpr / --fdr."""
+def decide(est, X, scores, args):
+    """(array to write, summary sentence) of score's --pvalues / --fpr / --fdr on the rows X."""
     import numpy as np
 
-    from ..conformal import assumption, flags, guarantee_note, pvalues
+    from ..conformal import assumption, flags, guarantee_note, pvalues, warn_fit_rows
 
     f = est.fitted_
+    warn_fit_rows(f, X)
     if args.pvalues:
         p = pvalues(scores, f.calibration)
         return p, (f"{len(p)} conformal p-values (smallest possible {1 / (len(f.calibration) + 1):.3g}, median "

@@ -74,7 +74,7 @@ def score(args) -> int:
     # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
     scores, engine = _scores(est, X, args)
     if conformal.wants_rule(args):
-        out, summary = conformal.decide(est, scores, args)
+        out, summary = conformal.decide(est, X, scores, args)
         write_out(args.out, out)
         say(args, f"wrote {args.out}{streamed(X)}: {summary}")
         return 0
