@@ -38,7 +38,8 @@ def test_roundtrip_gives_identical_results(fitted, name, tmp_path):
     np.testing.assert_array_equal(back.transform(data), est.transform(data))
     np.testing.assert_array_equal(back.predict(data), est.predict(data))
     np.testing.assert_array_equal(back.decision_scores_, est.decision_scores_)
-    assert back.threshold_ == est.threshold_ and back.threshold_rule_ == {"fpr": 0.05, "n": len(data)}
+    assert back.threshold_ == est.threshold_ and back.threshold_rule_ == est.threshold_rule_
+    assert back.threshold_rule_["fpr"] == 0.05 and back.threshold_rule_["scores"] == "calibration"
     assert back.history_ == est.history_
     np.testing.assert_array_equal(back.sample(3, random_state=1), est.sample(3, random_state=1))
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())

@@ -187,7 +187,8 @@ def test_model_report_sections(tmp_path):
     est = aelab.Autoencoder(latent_dim=3, hidden=(16,), arch="dense", epochs=2, random_state=0).fit(X)
     sections = model_report(est, X, labels)
     titles = [s.title for s in sections]
-    assert titles == ["Model: Autoencoder", "Reconstructions", "Anomaly scores", "Latent space", "Training"]
+    assert titles == ["Model: Autoencoder", "Reconstructions", "Anomaly scores", "Decisions with guarantees",
+                      "Latent space", "Training"]
     scores = sections[2]
     assert set(scores.figures) == {"score histogram", "ROC curve (log FPR)"}
     metrics = {r["metric"]: r["value"] for r in scores.tables["detection metrics"]}

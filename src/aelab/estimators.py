@@ -24,6 +24,8 @@ from . import losses
 from ._params import ParamsBase
 from ._validation import check_array, check_is_fitted, input_dtype, is_source
 from .config import ModelConfig, TrainConfig
+from . import conformal
+from .conformal import fit_state, row_hashes
 from .exceptions import ConfigError, DataError, NotFittedError
 from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
 from .layout import INPUT_KINDS, Layout, resolve_layout
@@ -113,6 +115,10 @@ _VIEWS = {
     "threshold_rule_": ("how threshold_ was set", lambda f: f.threshold_rule),
     "history_": ("per-epoch training and validation loss", lambda f: f.history),
     "n_epochs_config_": ("the epoch limit the fit ran under", lambda f: f.n_epochs_config),
+    "calibration_scores_": ("sorted scores of rows the network did not train on (conformal p-values)",
+                            lambda f: f.calibration),
+    "contamination_": ("contamination='auto': the estimated share of anomalies in the training rows",
+                       lambda f: f.contamination_estimate),
 }
 
 
@@ -206,23 +212,86 @@ class _Base(ParamsBase):
     def set_threshold(self, X=None, fpr: float | None = None, contamination: float | None = None):
         """Set ``threshold_`` from known-normal data at a target false-positive rate, or by contamination.
 
-        ``fpr``: the threshold is chosen on the scores of ``X`` (known-normal samples; the
-        training scores when X is None) so that at most a fraction ``fpr`` of them lies
-        strictly above it; see :func:`aelab.thresholds.threshold_from_fpr` for the exact
-        quantile rule. ``contamination``: the ``1 - contamination`` percentile of the
-        scores, as in PyOD. Returns ``self``.
+        ``fpr``: the threshold is chosen on the scores of ``X`` (known-normal samples) so that
+        at most a fraction ``fpr`` of them lies strictly above it; see
+        :func:`aelab.thresholds.threshold_from_fpr` for the exact quantile rule. Scores of
+        rows the model was fitted on are in-sample (optimistic), so such rows are recognised
+        (by a hash kept at fit) and replaced by the calibration rows, with a warning; X None
+        uses the calibration rows alone. On calibration rows the threshold is the conformal
+        one (:func:`aelab.conformal.conformal_threshold`): at most ``fpr`` of fresh normal
+        rows lie above it. ``contamination``: the ``1 - contamination`` percentile of the
+        (training) scores, as in PyOD; "auto" estimates it first (``contamination_``, see
+        :meth:`estimate_contamination`). Returns ``self``.
         """
         f = self._state()
         if (fpr is None) == (contamination is None):
             raise ConfigError("set_threshold needs exactly one of fpr=... or contamination=...; "
                               f"got fpr={fpr!r}, contamination={contamination!r}.")
+        if fpr is not None:  # never on in-sample scores: fit rows give way to the calibration rows
+            self._fitted = f.replace(**conformal.fpr_threshold(f, X, fpr, self.decision_function))
+            return self
         scores = f.decision_scores if X is None else self.decision_function(X)
+        if contamination == "auto":  # the share estimated from the rows' scores (X: against clean calibration rows)
+            clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
+            self._fitted = f.replace(**conformal.auto_threshold(scores, f.calibration if clean else None))
+            return self
         self._fitted = f.replace(**_threshold(scores, fpr, contamination))
         return self
 
-    def predict(self, X) -> np.ndarray:
-        """1 for samples whose score is above ``threshold_`` (anomalies), else 0."""
-        return (self.decision_function(X) > self._state().threshold).astype(np.int64)
+    def predict(self, X, fpr: float | None = None, fdr: float | None = None) -> np.ndarray:
+        """0/1 flags (1 = anomaly). No argument: the score is above ``threshold_``.
+
+        ``fpr=a``: the conformal p-value (:meth:`pvalues`) is at most ``a``, which flags at most
+        a share ``a`` of fresh normal rows (in expectation, when they are exchangeable with
+        the calibration rows). ``fdr=q``: Benjamini-Hochberg at level ``q`` on the batch's
+        p-values (SciPy's ``false_discovery_control``): the expected share of normal rows
+        among the flags is at most ``q``. See docs/metrics.md.
+        """
+        conformal.check_rule(fpr, fdr)
+        if fpr is None and fdr is None:
+            return (self.decision_function(X) > self._state().threshold).astype(np.int64)
+        scores = self.decision_function(X)
+        conformal.warn_fit_rows(self._state(), X)
+        return conformal.flags(self._state(), scores, fpr, fdr)
+
+    def pvalues(self, X) -> np.ndarray:
+        """Conformal p-values: ``(1 + #{calibration scores >= score}) / (n_cal + 1)`` per row of X.
+
+        Small means anomalous; a fresh normal row has ``P(p <= a) <= a`` for every ``a``. X may
+        be a streamed source (only the scores are held). The calibration rows are the
+        validation rows fit held out, or those given to :meth:`calibrate`.
+        """
+        f = self._state()
+        cal = conformal.require_calibration(f, "pvalues")
+        scores = self.decision_function(X)
+        conformal.warn_fit_rows(f, X)
+        return conformal.pvalues(scores, cal)
+
+    @_in_threads
+    def calibrate(self, X_normal):
+        """Replace the calibration scores by those of ``X_normal``: clean rows not used in the fit.
+
+        Rows that were part of the fit are recognised and left out (with a warning). Returns ``self``.
+        """
+        f = self._state()
+        self._fitted = conformal.calibrated(f, X_normal, self.decision_function, type(self).__name__)
+        return self
+
+    def estimate_contamination(self, X=None) -> float:
+        """The estimated share of anomalies: of the training rows (X None) or of the batch X.
+
+        With clean calibration rows (``novelty=True`` or :meth:`calibrate`) a batch is
+        estimated by Storey's estimator on its conformal p-values; otherwise (and for the
+        training rows) under a robust model of the normal scores; see
+        :func:`aelab.conformal.estimate_contamination`.
+        """
+        f = self._state()
+        if X is None:
+            if f.contamination_estimate is not None:
+                return float(f.contamination_estimate)
+            return conformal.estimate_contamination(f.decision_scores)
+        clean = f.calibration is not None and f.calibration_info.get("clean")
+        return conformal.estimate_contamination(self.decision_function(X), f.calibration if clean else None)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """Fit on X and flag its rows by their training scores (``decision_scores_ > threshold_``, PyOD's
@@ -292,16 +361,18 @@ class _Base(ParamsBase):
             if n < 2:
                 raise DataError(f"X has {n} rows; at least 2 are required to fit.")
             local = comm.rows(data, n)
-            stats = RunningStats()
+            stats, hashes = RunningStats(), []
             for chunk in local.iter_chunks():
-                stats.update(check_array(chunk, name="a chunk of X", dtype=None))
+                chunk = check_array(chunk, name="a chunk of X", dtype=None)
+                stats.update(chunk)
+                hashes.append(row_hashes(chunk))
             stats.dtype = np.dtype(X.dtype)
         else:
             dtype = input_dtype(X)
             data = check_array(X, min_samples=2, dtype=None)
             n, shape = data.shape[0], data.shape
             local = comm.rows(data, n)
-            stats = RunningStats.of(local)
+            stats, hashes = RunningStats.of(local), [row_hashes(local)]
             stats.dtype = dtype
         stats = comm.merge(stats)
         seed = comm.broadcast(int(np.random.default_rng(self.random_state).integers(2**31 - 1))
@@ -340,7 +411,9 @@ class _Base(ParamsBase):
         draft = draft.replace(**st)
         if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
             scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
-        draft = draft.replace(decision_scores=scores, **_threshold(scores, None, self.contamination))
+        draft = draft.replace(decision_scores=scores)
+        draft = draft.replace(**fit_state(draft, local, n, seed, getattr(self, "validation_fraction", None),
+                                          bool(self.novelty), in_reference, owner, comm, hashes, self.contamination))
         self._fitted = draft
         return self
 
@@ -373,8 +446,9 @@ class _Base(ParamsBase):
                               f"got {self.n_threads!r}.")
         if self.novelty not in (True, False):
             raise ConfigError(f"novelty must be True or False, got {self.novelty!r}.")
-        if not (0 < self.contamination <= 0.5):
-            raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}.")
+        if self.contamination != "auto" and not (isinstance(self.contamination, (int, float, np.number))
+                                                 and 0 < self.contamination <= 0.5):
+            raise ConfigError(f"contamination must be 'auto' or a number in (0, 0.5], got {self.contamination!r}.")
         check_score(self.anomaly_score, self._variational, type(self).__name__, allow_auto=True)
 
 

@@ -54,6 +54,11 @@ class Fitted:
     knn_k: int | None = None           # neighbours averaged
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
+    calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
+    calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
+    fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
+    fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
+    contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -150,7 +155,8 @@ class Fitted:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         arrays = {"scaler.offset": self.scaler.offset, "scaler.scale": self.scaler.scale,
                   "decision_scores": self.decision_scores, "latent_mean": self.latent_mean,
-                  "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref}
+                  "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref,
+                  "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes}
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -162,6 +168,8 @@ class Fitted:
                 "knn_k": self.knn_k,
                 "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
+                "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
+                "contamination_estimate": self.contamination_estimate,
             },
         }
         return config, tensors
@@ -196,7 +204,12 @@ class Fitted:
                    n_epochs_config=fitted.get("n_epochs_config"),
                    knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
                    knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
-                   knn_mean_sq=fitted.get("knn_mean_sq"))
+                   knn_mean_sq=fitted.get("knn_mean_sq"),
+                   calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
+                   calibration_info=fitted.get("calibration") or {},
+                   fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
+                   fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
+                   contamination_estimate=fitted.get("contamination_estimate"))
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,

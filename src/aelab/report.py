@@ -10,6 +10,8 @@ in any browser, attach it to an e-mail, or keep it next to a trained model.
 
 from __future__ import annotations
 
+import json
+
 import base64
 import html
 import io
@@ -207,6 +209,9 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
         score_sec.tables["detection metrics"] = detection_rows(y, scores)
         score_sec.figures["ROC curve (log FPR)"] = plots.roc_curves(y, {str(estimator.score_): scores})
     sections.append(score_sec)
+    decisions = decision_section(estimator, scores, y if binary else None)
+    if decisions is not None:
+        sections.append(decisions)
     keep = np.random.default_rng(0).permutation(len(X))[:max_points]
     Z = estimator.transform(X[keep])
     sections.append(
@@ -227,3 +232,42 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
             )
         )
     return sections
+
+
+def decision_section(estimator: Any, scores: np.ndarray, y: np.ndarray | None = None) -> Section | None:
+    """The conformal p-values of the rows and the flags under each rule (threshold, fpr, fdr); None without
+    held-out calibration scores (PCA's are its training rows until ``calibrate``: no guarantee to show).
+    ``y``: 0/1 labels, which add the false share among the flags and the anomalies found."""
+    from . import plots
+    from .conformal import assumption, bh_flags, estimate_contamination, pvalues
+
+    f = estimator.fitted_
+    cal = f.calibration
+    if cal is None or len(cal) == 0 or len(scores) < 2 or f.calibration_info.get("source") == "training":
+        return None
+    p = pvalues(scores, cal)
+    rules = {f"threshold_ ({json.dumps(f.threshold_rule)})": scores > f.threshold}
+    for a in (0.01, 0.001):
+        rules[f"fpr <= {a:g}"] = p <= a
+    for q in (0.05, 0.1):
+        rules[f"fdr <= {q:g} (Benjamini-Hochberg)"] = bh_flags(p, q).astype(bool)
+    rows = []
+    for name, flag in rules.items():
+        row = {"rule": name, "flagged": int(flag.sum()), "share": float(flag.mean())}
+        if y is not None:
+            row["normal among flags"] = float((flag & (y == 0)).sum() / max(flag.sum(), 1))
+            row["anomalies found"] = float(flag[y == 1].mean()) if (y == 1).any() else float("nan")
+        rows.append(row)
+    clean = f.calibration_info.get("clean", False)
+    groups = {"all rows": p} if y is None else {"normal (0)": p[y == 0], "anomaly (1)": p[y == 1]}
+    text = ("Conformal p-values against the model's calibration scores: the share of normal rows that look at "
+            "least as anomalous. Normal rows have uniform p-values; anomalies pile up near 0. The rule fpr <= a "
+            "flags at most a share a of fresh normal rows; fdr <= q keeps the expected share of normal rows among "
+            f"the flags at most q. Both hold {assumption(f)}.")
+    if clean:
+        text += f" Estimated share of anomalies in these rows (Storey): {estimate_contamination(scores, cal):.3f}."
+    return Section("Decisions with guarantees", text,
+                   tables={"flags under each rule": rows},
+                   figures={"p-value histogram": plots.histograms({k: v for k, v in groups.items() if v.size},
+                                                                  bins=20, log=False, xlabel="conformal p-value",
+                                                                  title="p-values")})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..scoring import SCORES
+from . import conformal
 from ._common import (add_command, add_data, add_labels, add_model, add_out, add_stream, check_out, load_model,
                       read_data, read_labels, read_source, say, streamed, write_out)
 
@@ -37,6 +38,7 @@ def register(sub) -> None:
     _add_score(p)
     add_stream(p)
     _add_engine(p)
+    conformal.add_rules(p)
 
     p = add_command(sub, "evaluate", evaluate, "detection metrics of the model's scores against known labels",
                     "aelab evaluate vae-model test.npy --labels test-labels.npy",
@@ -67,8 +69,15 @@ def score(args) -> int:
     est = load_model(args.model, args.device)
     check_out(args.out)
     X = read_source(args.data, args.stream)
+    if conformal.wants_rule(args):
+        conformal.check_rule_args(est, args)
     # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
     scores, engine = _scores(est, X, args)
+    if conformal.wants_rule(args):
+        out, summary = conformal.decide(est, X, scores, args)
+        write_out(args.out, out)
+        say(args, f"wrote {args.out}{streamed(X)}: {summary}")
+        return 0
     write_out(args.out, scores)
     say(args, f"wrote {len(scores)} {args.score or est.score_} scores{streamed(X)} by {engine} to {args.out} "
               f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")

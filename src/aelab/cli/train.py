@@ -125,7 +125,9 @@ def train(args) -> int:
     say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])} "
               f"(read as {'images' if est.input_kind_ == 'image' else 'a table'}){streamed(X)}"
               + (f" for {len(est.history_['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in loss.items())
-                 if loss else "") + f"; threshold {est.threshold_:.4g}; saved to {out}")
+                 if loss else "") + f"; threshold {est.threshold_:.4g}"
+              + (f" (contamination estimated at {est.contamination_:.3g})" if est.contamination_ is not None else "")
+              + f"; saved to {out}")
     return 0
 
 
@@ -160,6 +162,8 @@ def threshold(args) -> int:
     est.set_threshold(X, fpr=args.fpr, contamination=args.contamination)
     est.save(args.model)
     rule = f"FPR {args.fpr:g}" if args.fpr else f"contamination {args.contamination:g}"
-    say(args, f"threshold {est.threshold_:.6g} ({rule} on {len(X)} normal samples{streamed(X)}); "
+    swap = est.threshold_rule_.get("scores")  # rows of the fit were replaced by the calibration rows
+    note = f"; rows of the fit replaced by the calibration rows: conformal threshold on {est.threshold_rule_['n']}" if swap else ""
+    say(args, f"threshold {est.threshold_:.6g} ({rule} on {len(X)} normal samples{streamed(X)}{note}); "
               f"saved to {args.model}")
     return 0

@@ -196,6 +196,9 @@ def metadata(fitted: Fitted, output: str = "score", score: str | None = None) ->
         if score == f.score:  # the threshold belongs to the default score
             meta["threshold"] = repr(float(f.threshold))
             meta["threshold_rule"] = json.dumps(f.threshold_rule)
+            if f.calibration is not None and len(f.calibration):  # conformal p-values: (1 + #{c >= s}) / (n + 1)
+                meta["calibration_scores"] = json.dumps([float(v) for v in f.calibration])
+                meta["calibration"] = json.dumps(f.calibration_info)
     return meta
 
 
