@@ -272,6 +272,7 @@ def test_old_folders_without_calibration_still_load(tmp_path):
     for k in ("calibration", "fit_hash_stride", "contamination_estimate"):
         del cfg["fitted"][k]
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "m" / ".aelab.json").unlink()  # an older aelab wrote no ownership marker
     back = aelab.load(tmp_path / "m")
     X = draw(20)
     np.testing.assert_array_equal(back.decision_function(X), ae.decision_function(X))

@@ -31,7 +31,7 @@ def test_roundtrip_gives_identical_results(fitted, name, tmp_path):
     data = img if name == "conv" else X
     est.set_threshold(fpr=0.05)
     est.save(tmp_path / "m")
-    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "meta.json", "weights.safetensors"]
+    assert sorted(os.listdir(tmp_path / "m")) == [".aelab.json", "config.json", "meta.json", "weights.safetensors"]
     back = aelab.load(tmp_path / "m")
     assert type(back) is type(est) and back.get_params() == est.get_params()
     np.testing.assert_array_equal(back.decision_function(data), est.decision_function(data))
@@ -99,7 +99,7 @@ def test_save_replaces_a_model_but_not_other_folders(fitted, tmp_path):
     assert isinstance(aelab.load(tmp_path / "m"), aelab.PCA)
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
-    with pytest.raises(PersistenceError, match="holds no aelab model"):
+    with pytest.raises(PersistenceError, match="is not an aelab model folder"):
         models["ae"].save(tmp_path / "photos")
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"meow"
 
@@ -113,6 +113,9 @@ def test_save_replaces_a_model_but_not_other_folders(fitted, tmp_path):
 def test_broken_model_folders(fitted, tmp_path, mutate, match):
     fitted[2]["ae"].save(tmp_path / "m")
     mutate(tmp_path / "m")
+    with pytest.raises(PersistenceError, match="damaged|is missing"):  # the marker's digests notice it first
+        aelab.load(tmp_path / "m")
+    (tmp_path / "m" / ".aelab.json").unlink()  # as an older aelab wrote it: the readers refuse it by name
     with pytest.raises(PersistenceError, match=match):
         aelab.load(tmp_path / "m")
 
