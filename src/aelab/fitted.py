@@ -23,8 +23,8 @@ from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
 from .preprocessing import RunningStats, Scaler
-from .scoring import (FITTED_SCORES, KNN_REF_ROWS, KNN_SCORES, RECON_MEAN_SCORES, knn_distance, latent_precision,
-                      mahalanobis, score_batch)
+from .heads import HEADS, Latent, build_head, knn_distance, latent_precision
+from .scoring import FITTED_SCORES, KNN_REF_ROWS, KNN_SCORES, RECON_MEAN_SCORES
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
 
@@ -59,6 +59,7 @@ class Fitted:
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
     fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
+    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -134,18 +135,36 @@ class Fitted:
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
         return stats
 
+    def head_stats(self) -> dict:
+        """The fitted statistics the score heads are built from (:func:`aelab.heads.build_head`)."""
+        if self.recon_means is None:
+            raise ConfigError("this model has no recon_means_ (saved by an older aelab); the scores "
+                              f"{FITTED_SCORES} are not available for it. Refit it, or pass score='mse'.")
+        return {"latent_mean": self.latent_mean, "latent_cov": self.latent_cov, "recon_kind": self.recon_kind,
+                "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
+                "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
+                "knn_mean_sq": self.knn_mean_sq}
+
+    def head(self, score: str) -> nn.Module:
+        """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
+        if score not in self._heads:
+            stats = self.head_stats() if HEADS.get(score) is not None and HEADS[score].fitted else \
+                {"recon_kind": self.recon_kind}
+            self._heads[score] = build_head(score, stats).to(self.device).eval()
+        return self._heads[score]
+
     def scores(self, X, score: str, owner: str, in_reference: np.ndarray | None = None) -> np.ndarray:
         """Scores of every row of X; ``in_reference`` (training data only): a boolean per row marking the
         reference rows of the "knn" scores, which must not count themselves as their own neighbour."""
-        stats = self.score_stats() if score in FITTED_SCORES else None
+        head = self.head(score)
         pos = [0]
 
         def fn(x):
             mask = None
             if in_reference is not None:
-                mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)])
+                mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
                 pos[0] += len(x)
-            return score_batch(self.model, x, score, self.recon_kind, stats, in_reference=mask)
+            return head(x, self.model(x, sample=False), mask)
 
         return self.map(X, fn, owner, np.float64)
 
@@ -218,7 +237,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
 
     ``map_fn(X, fn, dtype)`` runs ``fn`` on every network batch of X (see :meth:`Fitted.map`).
     In memory the per-sample codes and reconstruction scores are kept and the fitted
-    scores combined from them exactly as :func:`score_batch` combines them (no second
+    scores combined from them by the head's own formula (:meth:`aelab.heads.Sum.combine`; no second
     pass). A streamed source keeps nothing per sample (bounded memory); its fitted
     training scores need a second streamed pass, which the caller makes.
     ``latent_gaussian()`` overrides the Gaussian (PCA's is its own).
@@ -234,17 +253,19 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
 
+    recon_heads = [build_head(s) for s in RECON_MEAN_SCORES]
+    direct_head = build_head(score, {"recon_kind": recon_kind}) if direct else None
+
     def collect(x):
         out = model(x)
         z = (out.mu if out.mu is not None else out.z).cpu()
-        r = torch.stack([score_batch(model, x, s, recon_kind, out=out).double()
-                         for s in RECON_MEAN_SCORES], 1).cpu()
+        r = torch.stack([h(x, out) for h in recon_heads], 1).cpu()
         acc["codes"].update(z.numpy())
         acc["r"] = acc["r"] + r.sum(0).numpy()
         if keep:
             codes.append(z)
             recon.append(r)
-        return score_batch(model, x, score, recon_kind, out=out) if direct else None
+        return direct_head.to(x.device)(x, out) if direct else None
 
     direct_scores = map_fn(X, collect, np.float64)
     codes_stats = comm.merge(acc["codes"])
@@ -258,18 +279,22 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     out = {"latent_mean": mean, "latent_cov": cov, "recon_means": acc["r"] / n, "decision_scores": None}
     if direct:
         out["decision_scores"] = comm.concat(direct_scores)
-    elif keep:
+    elif keep:  # the head's own formula on the terms kept from the pass: no second pass
         Z, R = torch.cat(codes), torch.cat(recon)
-        dist = mahalanobis(Z, torch.as_tensor(mean, dtype=torch.float64), latent_precision(cov))
-        if score == "latent":
-            out["decision_scores"] = dist.numpy()
-        else:
-            name = score.split("+")[0]
-            rm = out["recon_means"][RECON_MEAN_SCORES.index(name)]
-            rec = R[:, RECON_MEAN_SCORES.index(name)]
-            out["decision_scores"] = (rec / (float(rm) if rm > 0 else 1.0) + dist / Z.shape[1]).numpy()
-        out["decision_scores"] = comm.concat(out["decision_scores"])
+        head = build_head(score, {"latent_mean": mean, "latent_cov": cov, "recon_kind": recon_kind,
+                                  "recon_means": dict(zip(RECON_MEAN_SCORES, out["recon_means"].tolist()))})
+        latent = head if isinstance(head, Latent) else next(h for h in head.parts if isinstance(h, Latent))
+        values = {"latent": latent(None, _Codes(Z)), **{s: R[:, i] for i, s in enumerate(RECON_MEAN_SCORES)}}
+        scores = values["latent"] if isinstance(head, Latent) else head.combine(values)
+        out["decision_scores"] = comm.concat(scores.numpy())
     return out
+
+
+class _Codes:
+    """An output that holds only the codes (what the latent head reads)."""
+
+    def __init__(self, z):
+        self.z = z
 
 
 def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS,

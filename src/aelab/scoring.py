@@ -55,8 +55,9 @@ from __future__ import annotations
 
 import torch
 
-from . import losses
 from .exceptions import ConfigError
+from .heads import (HEADS, KNN_WEIGHT, LATENT_RIDGE, RELATIVE_EPS, Sum, build_head, knn_distance,  # noqa: F401
+                    latent_precision, mahalanobis, relative_error)
 
 RECONSTRUCTION_SCORES = ("mse", "mae", "relative")
 KNN_SCORES = ("knn", "mse+knn", "mse+latent+knn")
@@ -64,12 +65,9 @@ FITTED_SCORES = ("latent", "mse+latent", "relative+latent") + KNN_SCORES
 LATENT_SCORES = ("mu_norm", "kl", "elbo")
 SCORES = RECONSTRUCTION_SCORES + FITTED_SCORES + LATENT_SCORES
 RECON_MEAN_SCORES = ("mse", "mae", "relative")  # order of an estimator's ``recon_means_``
-RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
 KNN_K_CLEAN = 5          # neighbours averaged by the "knn" scores when the training data are clean (novelty=True)
 KNN_K_CONTAMINATED = 50  # ... and otherwise: more neighbours than an anomaly cluster has rows (no masking)
 KNN_REF_ROWS = 4096      # training rows kept as the neighbours' reference set (a random sample above that)
-KNN_WEIGHT = 4.0         # weight of the squared distance in "mse+knn" (tuning half of benchmarks/tabular.py)
-LATENT_RIDGE = 1e-6  # times trace(C) / k, added to the diagonal of the code covariance
 
 
 def check_score(score: str, variational: bool, owner: str, allow_auto: bool = False) -> None:
@@ -98,115 +96,28 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     return "mse+latent"
 
 
-def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False, block: int = 1024) -> torch.Tensor:
-    """Mean Euclidean distance of each row of ``x`` (flattened) to its ``k`` nearest rows of ``ref`` (float64).
-
-    ``exclude_self``: True when ``x`` is ``ref`` itself, or a boolean tensor marking the rows
-    of ``x`` that are rows of ``ref``: their zero distance to themselves is skipped.
-    Both sides are centred on the reference mean first: the matrix-product form of the
-    distance that ``cdist`` uses loses its digits on data far from the origin.
-    """
-    centre = ref.mean(dim=0)
-    ref = ref - centre
-    x = x.reshape(x.shape[0], -1).to(ref.dtype) - centre
-    mask = None
-    if isinstance(exclude_self, torch.Tensor):
-        mask = exclude_self.to(device=x.device, dtype=torch.bool)
-    elif exclude_self:
-        mask = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    extra = int(mask is not None and bool(mask.any()))
-    kk = min(k + extra, ref.shape[0])
-    out = []
-    for i in range(0, x.shape[0], block):
-        v = torch.cdist(x[i : i + block], ref).clamp_min_(0).topk(kk, dim=1, largest=False).values.double()
-        if extra and kk > 1:
-            own = v[:, 1:].mean(dim=1)                        # the row itself is the nearest: skip it
-            other = v[:, : kk - 1].mean(dim=1) if kk > k else v.mean(dim=1)
-            v_mean = torch.where(mask[i : i + block], own, other)
-        else:
-            v_mean = v.mean(dim=1)
-        out.append(v_mean)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
-
-
-def relative_error(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``sum_j (x_j - x'_j)^2 / (sum_j x_j^2 + RELATIVE_EPS * d)`` per sample."""
-    err = losses.reconstruction(x_hat, x, "mse", reduction="sum")
-    xf = x.reshape(x.shape[0], -1)
-    return err / (xf.square().sum(dim=1) + RELATIVE_EPS * xf.shape[1])
-
-
-def latent_precision(cov) -> torch.Tensor:
-    """``(C + r I)^{-1}`` with the ridge ``r = LATENT_RIDGE * trace(C) / k`` (float64)."""
-    C = torch.as_tensor(cov, dtype=torch.float64)
-    C = torch.atleast_2d(C)
-    k = C.shape[0]
-    r = LATENT_RIDGE * float(torch.trace(C)) / k
-    r = r if r > 0 else LATENT_RIDGE
-    return torch.linalg.inv(C + r * torch.eye(k, dtype=torch.float64))
-
-
-def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """Squared Mahalanobis distance of each row of ``z`` (float64 arithmetic)."""
-    D = z.to(torch.float64) - mean.to(torch.float64)
-    return ((D @ precision) * D).sum(dim=1)
-
-
 def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", stats: dict | None = None,
                 out=None, in_reference=None) -> torch.Tensor:
-    """Scores of one batch ``x`` (already scaled, on the model's device).
+    """Scores of one batch ``x`` (already scaled, on the model's device), by the registered head of ``score``.
 
-    ``stats`` (for the fitted scores): tensors ``latent_mean``, ``latent_precision`` and
-    the training means ``mse`` / ``relative`` of the reconstruction scores.
-    ``out``: the model's output for ``x`` when the caller has it already.
+    ``stats``: the fitted statistics (see :func:`aelab.heads.build_head`; :meth:`aelab.fitted.Fitted.head`
+    builds the head once instead). ``out``: the model's output for ``x`` when the caller has it already.
     ``in_reference``: a boolean per row of ``x`` marking training rows that belong to the
     reference set of the "knn" scores (their own zero distance is left out).
     """
+    head = build_head(score, {**(stats or {}), "recon_kind": recon_kind}).to(x.device)
     out = model(x, sample=False) if out is None else out
-    if score in ("mse", "mae"):
-        return losses.reconstruction(out.x_hat, x, score)
-    if score == "relative":
-        return relative_error(out.x_hat, x)
-    if score in KNN_SCORES:
-        if stats is None or stats.get("knn_ref") is None:
-            raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its "
-                              f"default score is one of {KNN_SCORES} (tables get one by default). Fit with "
-                              f"anomaly_score={score!r}, or pass another score.")
-        dk = knn_distance(x, stats["knn_ref"], stats["knn_k"],
-                          exclude_self=in_reference if in_reference is not None else False)
-        return knn_combined(score, dk, out, x, stats)
-    if score in FITTED_SCORES:
-        if stats is None:
-            raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
-        dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
-        if score == "latent":
-            return dist
-        rec_name = score.split("+")[0]
-        rec = relative_error(out.x_hat, x) if rec_name == "relative" else losses.reconstruction(out.x_hat, x, "mse")
-        k = stats["latent_mean"].shape[0]
-        return rec.to(torch.float64) / stats[rec_name] + dist / k
-    if out.mu is None:
-        raise ConfigError(f"score={score!r} needs a variational model.")
-    if score == "mu_norm":
-        return out.mu.norm(dim=1)
-    if score == "kl":
-        return losses.gaussian_kl(out.mu, out.logvar)
-    return losses.elbo(out.x_hat, x, out.mu, out.logvar, beta=1.0, kind=recon_kind)
+    return head(x, out, in_reference)
 
 
 def knn_combined(score: str, dk: torch.Tensor, out, x: torch.Tensor, stats: dict) -> torch.Tensor:
-    """One of :data:`KNN_SCORES` from the neighbour distance ``dk`` (float64), the model's output and ``stats``.
-
-    Shared by :func:`score_batch` and the exported ONNX graph (:mod:`aelab.export.onnx`), which
-    computes ``dk`` its own way (one matrix product and a top-k, any batch size).
-    """
-    if score == "knn":
+    """One of :data:`KNN_SCORES` from a given neighbour distance ``dk`` (float64), the model's output and ``stats``:
+    the head's own formula (:meth:`aelab.heads.Sum.combine`) with ``dk`` as its neighbour term."""
+    head = build_head(score, stats).to(x.device)
+    if not isinstance(head, Sum):
         return dk
-    rec = losses.reconstruction(out.x_hat, x, "mse").to(torch.float64) / stats["mse"]
-    if score == "mse+knn":
-        return rec + KNN_WEIGHT * dk.square() / stats["knn_mean_sq"]
-    z_dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
-    return rec + z_dist / stats["latent_mean"].shape[0] + dk / stats["knn_mean"]
+    values = {h.term: dk if h.term == "knn" else h(x, out) for h in head.parts}
+    return head.combine(values)
 
 
 def feature_errors_batch(model, x: torch.Tensor) -> torch.Tensor:

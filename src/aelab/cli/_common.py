@@ -269,12 +269,20 @@ def run(args: argparse.Namespace) -> int:
     prog = f"aelab {args.command}"
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
         prog += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if not args.quiet or not issubclass(category, UserWarning):
+            print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
         if getattr(args, "threads", None):
             import torch
 
             torch.set_num_threads(args.threads)
-        return int(args.func(args) or EXIT_OK)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line  # a warning is one line on stderr, like an error
+            return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

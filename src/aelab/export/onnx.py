@@ -5,16 +5,17 @@ takes the user's raw rows, float32 of shape ``(batch, *input_shape)`` in the uni
 (the batch size is free), and returns one of :data:`OUTPUTS`:
 
 * ``"score"``: what ``decision_function`` returns, float64 ``(batch,)``: the fitted scaler,
-  the network and the score with its fitted statistics as constants (the code Gaussian's
-  mean and precision, the training means of the reconstruction terms, the reference rows
-  of the "knn" scores with a matrix product and a top-k). The VAE is evaluated at z = mu;
+  the network and the very score head Python scores with (:mod:`aelab.heads`), its fitted
+  statistics as constants (the code Gaussian's mean and precision, the training means of the
+  reconstruction terms, the reference rows of the neighbour scores with one matrix product and
+  a top-k). The VAE is evaluated at z = mu;
 * ``"reconstruction"``: ``reconstruct``, float32 in the input's shape and units;
 * ``"latent"``: ``transform``, float32 ``(batch, latent_dim)``.
 
 The model's properties (``metadata_props``) hold :func:`metadata`: aelab version, score,
 threshold and its rule, input name, shape, dtype and feature count. The score is the same
-arithmetic as :func:`aelab.scoring.score_batch` (float64 where it is float64), so ONNX
-Runtime agrees with torch to about 1e-7 relative (tests/test_export_onnx.py asserts 1e-5).
+module as Python's (float64 where it is float64), so ONNX Runtime agrees with torch to about
+1e-7 relative (tests/test_export_onnx.py asserts 1e-5).
 
 :func:`quantize_int8` makes an int8 copy with ONNX Runtime's quantisation: dynamic (weights
 int8, activations quantised per batch at run time) for dense networks, static (activation
@@ -50,7 +51,7 @@ from torch import nn
 from .._validation import check_array, check_sample_shape, is_source
 from ..exceptions import ConfigError, DataError, require
 from ..fitted import EVAL_ROWS, Fitted
-from ..scoring import FITTED_SCORES, KNN_SCORES, check_score, knn_combined, score_batch
+from ..scoring import check_score
 
 __all__ = ["OUTPUTS", "ENGINES", "export_onnx", "onnx_model", "metadata", "quantize_int8", "int8_cost",
            "format_int8_cost", "onnx_session", "run_session", "onnx_scores", "pick_engine", "ScoreGraph"]
@@ -59,7 +60,7 @@ OUTPUTS = ("score", "reconstruction", "latent")
 ENGINES = ("torch", "onnxruntime", "auto")
 INPUT_NAME = "input"
 OPSET = 18
-HEAD = "head_"  # prefix of the score's constants; nodes that read them are never quantised
+HEAD = "head_"  # the score head's name in the graph: nodes that read its constants are never quantised
 CALIBRATION_ROWS = 512  # rows of calibration data static quantisation reads (the first ones)
 #: "auto" engine: ONNX Runtime for a CPU model of this architecture with at least this many rows.
 #: Exporting and starting the session cost ~1.2 s in a fresh process; ONNX Runtime's speed recovers
@@ -106,34 +107,8 @@ class ScoreGraph(nn.Module):
         if output == "reconstruction":  # Scaler.inverse_transform works in float64
             self.register_buffer("offset64", torch.from_numpy(f.scaler.offset.astype(np.float64)))
             self.register_buffer("scale64", torch.from_numpy(f.scaler.scale.astype(np.float64)))
-        self.floats, self.tensors = {}, []
-        if output == "score" and self.score in FITTED_SCORES:
-            for name, v in f.score_stats().items():  # ConfigError for folders without the statistics
-                if name == "knn_ref":
-                    if self.score not in KNN_SCORES:
-                        continue
-                    # knn_distance's centring, once: |x - c - r|^2 = |x - c|^2 + (-2 r) . (x - c) + |r|^2
-                    ref = v.detach().float().cpu()
-                    centre = ref.mean(dim=0)
-                    ref = ref - centre
-                    self._const("knn_centre", centre)
-                    self._const("knn_ref_t", (-2.0 * ref).T.contiguous())
-                    self._const("knn_ref_sq", ref.square().sum(dim=1))
-                elif torch.is_tensor(v):
-                    self._const(name, v.detach().cpu())
-                else:
-                    self.floats[name] = v
-            if self.score in KNN_SCORES and "knn_k" not in self.floats:
-                raise ConfigError(f"score={self.score!r} needs reference rows kept at fit, which this model has "
-                                  f"not (its default score is {f.score!r}). Fit with anomaly_score={self.score!r}, "
-                                  "or export another score.")
-
-    def _const(self, name: str, value: torch.Tensor) -> None:
-        self.register_buffer(HEAD + name, value)
-        self.tensors.append(name)
-
-    def _stats(self) -> dict:
-        return {**self.floats, **{k: getattr(self, HEAD + k) for k in self.tensors}}
+        if output == "score":  # the score head Python scores with, its statistics as the graph's constants
+            self.head_ = copy.deepcopy(f.head(self.score)).cpu().eval()
 
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
         """Fitted.to_net: Scaler.transform (float32 input) and Layout.to_net."""
@@ -158,15 +133,6 @@ class ScoreGraph(nn.Module):
             x = x * self.scale64 + self.offset64
         return x.to(torch.float32)
 
-    def _knn(self, x: torch.Tensor) -> torch.Tensor:
-        """scoring.knn_distance (no row excluded): one matrix product plus bias, a top-k, then |x - c|^2 is
-        added to the k nearest only (it is the same for every reference row of a sample)."""
-        xc = x.reshape(x.shape[0], -1) - getattr(self, HEAD + "knn_centre")
-        part = xc @ getattr(self, HEAD + "knn_ref_t") + getattr(self, HEAD + "knn_ref_sq")
-        k = min(int(self.floats["knn_k"]), part.shape[1])
-        d2 = (part.topk(k, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
-        return d2.sqrt().to(torch.float64).mean(dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self._to_net(x)
         if self.output == "latent":
@@ -174,10 +140,7 @@ class ScoreGraph(nn.Module):
         out = self.model(xs, sample=False)
         if self.output == "reconstruction":
             return self._from_net(out.x_hat)
-        if self.score in KNN_SCORES:
-            return knn_combined(self.score, self._knn(xs), out, xs, self._stats())
-        stats = self._stats() if self.score in FITTED_SCORES else None
-        return score_batch(self.model, xs, self.score, self.recon_kind, stats, out=out).to(torch.float64)
+        return self.head_(xs, out)
 
 
 def metadata(fitted: Fitted, output: str = "score", score: str | None = None) -> dict[str, str]:

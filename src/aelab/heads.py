@@ -1,0 +1,286 @@
+"""Score heads: every anomaly score, written once, as an ``nn.Module`` that owns its fitted statistics.
+
+A head maps the network's input ``x`` (scaled, in the network's layout) and output ``out``
+(an :class:`~aelab.models.AEOutput`) to one float64 score per row, HIGHER = MORE ANOMALOUS.
+Its fitted statistics are buffers, so the same module runs in Python (:meth:`Fitted.scores
+<aelab.fitted.Fitted.scores>`), inside the exported ONNX graph (:class:`aelab.export.onnx.ScoreGraph`
+holds it as a submodule) and on any device.
+
+Heads sit in one registry by name (:data:`HEADS`, filled by :func:`register`): adding a score is
+one registered factory and its test. A combined score is a head made of heads (:class:`Sum`).
+The formulas, their constants and why they are what they are: :mod:`aelab.scoring`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import losses
+from .exceptions import ConfigError
+
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Sum", "HeadSpec", "HEADS", "register", "build_head",
+           "knn_distance", "mahalanobis", "latent_precision", "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT"]
+
+RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
+LATENT_RIDGE = 1e-6  # times trace(C) / k, added to the diagonal of the code covariance
+KNN_WEIGHT = 4.0     # weight of the squared distance in "mse+knn" (tuning half of benchmarks/tabular.py)
+
+
+# ------------------------------------------------------------------ the arithmetic, once
+def relative_error(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_j (x_j - x'_j)^2 / (sum_j x_j^2 + RELATIVE_EPS * d)`` per sample."""
+    err = losses.reconstruction(x_hat, x, "mse", reduction="sum")
+    xf = x.reshape(x.shape[0], -1)
+    return err / (xf.square().sum(dim=1) + RELATIVE_EPS * xf.shape[1])
+
+
+def latent_precision(cov) -> torch.Tensor:
+    """``(C + r I)^{-1}`` with the ridge ``r = LATENT_RIDGE * trace(C) / k`` (float64)."""
+    C = torch.atleast_2d(torch.as_tensor(cov, dtype=torch.float64))
+    k = C.shape[0]
+    r = LATENT_RIDGE * float(torch.trace(C)) / k
+    r = r if r > 0 else LATENT_RIDGE
+    return torch.linalg.inv(C + r * torch.eye(k, dtype=torch.float64))
+
+
+def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance of each row of ``z`` (float64 arithmetic)."""
+    D = z.to(torch.float64) - mean.to(torch.float64)
+    return ((D @ precision) * D).sum(dim=1)
+
+
+def _knn_tables(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centre, -2 (ref - centre)^T, |ref - centre|^2) of reference rows, float32."""
+    ref = ref.reshape(ref.shape[0], -1).float()
+    centre = ref.mean(dim=0)
+    ref = ref - centre
+    return centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1)
+
+
+def _knn_mean(x, centre, ref_t, ref_sq, k: int, exclude=None) -> torch.Tensor:
+    """Mean distance of each row of ``x`` to its k nearest reference rows (float64 result).
+
+    Both sides are centred on the reference mean (the matrix-product form of the distance
+    loses its digits on data far from the origin); ``|x - c - r|^2 = |x - c|^2 - 2 r.(x - c) + |r|^2``,
+    so one matrix product plus a bias ranks the reference rows and ``|x - c|^2`` is added to the k
+    selected only. ``exclude``: a boolean per row marking rows that are themselves reference rows,
+    whose zero distance to themselves is skipped.
+    """
+    xc = x.reshape(x.shape[0], -1).to(ref_t.dtype) - centre
+    part = torch.addmm(ref_sq, xc, ref_t)
+    extra = int(exclude is not None and bool(exclude.any()))
+    kk = min(k + extra, part.shape[1])
+    d = (part.topk(kk, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
+    d = d.sqrt().to(torch.float64)
+    if extra and kk > 1:
+        own = d[:, 1:].mean(dim=1)  # the row itself is the nearest: skip it
+        other = d[:, : kk - 1].mean(dim=1) if kk > k else d.mean(dim=1)
+        return torch.where(exclude.to(device=d.device, dtype=torch.bool), own, other)
+    return d.mean(dim=1)
+
+
+def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False, block: int = 4096) -> torch.Tensor:
+    """Mean Euclidean distance of each row of ``x`` (flattened) to its ``k`` nearest rows of ``ref`` (float64).
+
+    ``exclude_self``: True when ``x`` is ``ref`` itself, or a boolean tensor marking the rows
+    of ``x`` that are rows of ``ref``: their zero distance to themselves is skipped.
+    """
+    centre, ref_t, ref_sq = _knn_tables(ref.to(x.device))
+    n = x.shape[0]
+    mask = exclude_self if isinstance(exclude_self, torch.Tensor) else (
+        torch.ones(n, dtype=torch.bool, device=x.device) if exclude_self else None)
+    out = [_knn_mean(x[i : i + block], centre, ref_t, ref_sq, k, None if mask is None else mask[i : i + block])
+           for i in range(0, n, block)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
+
+
+# ------------------------------------------------------------------ heads
+class Head(nn.Module):
+    """``forward(x, out, exclude=None)``: one float64 score per row. ``exclude`` (the neighbour heads
+    only): training rows that are reference rows, which are not their own neighbour."""
+
+    def forward(self, x: torch.Tensor, out, exclude=None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def terms(self, x: torch.Tensor, out, exclude=None) -> dict[str, torch.Tensor]:
+        """The named terms this head is made of (itself, for a simple head)."""
+        return {self.term: self(x, out, exclude)}
+
+    term = ""
+
+
+class Reconstruction(Head):
+    """``mse`` / ``mae``: mean squared / absolute error; ``relative``: relative squared error."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = self.term = kind
+
+    def forward(self, x, out, exclude=None):
+        if self.kind == "relative":
+            return relative_error(out.x_hat, x).to(torch.float64)
+        return losses.reconstruction(out.x_hat, x, self.kind).to(torch.float64)
+
+
+class Latent(Head):
+    """Squared Mahalanobis distance of the code under the Gaussian fitted to the training codes."""
+
+    term = "latent"
+
+    def __init__(self, mean, cov=None, precision=None):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64).reshape(-1))
+        self.register_buffer("precision", latent_precision(cov) if precision is None
+                             else torch.as_tensor(precision, dtype=torch.float64))
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def forward(self, x, out, exclude=None):
+        return mahalanobis(out.z, self.mean, self.precision)
+
+
+class Knn(Head):
+    """Mean distance to the k nearest reference rows (scaled training rows, flattened)."""
+
+    term = "knn"
+
+    def __init__(self, ref, k: int):
+        super().__init__()
+        centre, ref_t, ref_sq = _knn_tables(torch.as_tensor(ref, dtype=torch.float32))
+        self.register_buffer("centre", centre)
+        self.register_buffer("ref_t", ref_t)
+        self.register_buffer("ref_sq", ref_sq)
+        self.k = int(k)
+
+    def forward(self, x, out, exclude=None):
+        return _knn_mean(x, self.centre, self.ref_t, self.ref_sq, self.k, exclude)
+
+
+class Variational(Head):
+    """VAE scores: ``mu_norm`` (|mu|), ``kl`` (KL(q(z|x) || N(0, I))), ``elbo`` (negative ELBO, beta 1)."""
+
+    def __init__(self, kind: str, recon_kind: str = "mse"):
+        super().__init__()
+        self.kind = self.term = kind
+        self.recon_kind = recon_kind
+
+    def forward(self, x, out, exclude=None):
+        if out.mu is None:
+            raise ConfigError(f"score={self.kind!r} needs a variational model.")
+        if self.kind == "mu_norm":
+            s = out.mu.norm(dim=1)
+        elif self.kind == "kl":
+            s = losses.gaussian_kl(out.mu, out.logvar)
+        else:
+            s = losses.elbo(out.x_hat, x, out.mu, out.logvar, beta=1.0, kind=self.recon_kind)
+        return s.to(torch.float64)
+
+
+class Sum(Head):
+    """``sum_i weight_i * head_i(x)^power_i / scale_i``: a combined score, each term relative to its
+    training mean (so the terms weigh alike)."""
+
+    def __init__(self, parts: list[tuple[Head, int, float, float]]):
+        super().__init__()
+        self.parts = nn.ModuleList(h for h, _, _, _ in parts)
+        self.power = [int(p) for _, p, _, _ in parts]
+        self.scale = [float(s) if s and s > 0 else 1.0 for _, _, s, _ in parts]
+        self.weight = [float(w) for _, _, _, w in parts]
+
+    def combine(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The score from its terms' values (by term name): the one formula, for a pass that has the terms."""
+        total = None
+        for h, p, s, w in zip(self.parts, self.power, self.scale, self.weight):
+            v = values[h.term].to(torch.float64)
+            v = v.square() if p == 2 else v
+            t = v / s if w == 1.0 else w * v / s
+            total = t if total is None else total + t
+        return total
+
+    def terms(self, x, out, exclude=None):
+        return {h.term: h(x, out, exclude) for h in self.parts}
+
+    def forward(self, x, out, exclude=None):
+        return self.combine(self.terms(x, out, exclude))
+
+
+# ------------------------------------------------------------------ the registry
+@dataclass(frozen=True)
+class HeadSpec:
+    """How a score is built from the fitted statistics, and what it needs."""
+
+    build: Callable  # (stats: dict) -> Head
+    fitted: bool = False       # needs statistics of the training data
+    neighbours: bool = False   # needs reference rows kept at fit
+    variational: bool = False  # needs a VAE
+
+
+HEADS: dict[str, HeadSpec] = {}
+
+
+def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False):
+    """Register ``build(stats) -> Head`` as the score ``name``."""
+    def deco(build):
+        HEADS[name] = HeadSpec(build, fitted or neighbours, neighbours, variational)
+        return build
+    return deco
+
+
+def _latent(s) -> Latent:
+    if s.get("latent_cov") is None:  # the statistics of Fitted.score_stats(): the precision itself
+        return Latent(s["latent_mean"].cpu(), precision=s["latent_precision"].cpu())
+    return Latent(s["latent_mean"], s["latent_cov"])
+
+
+def _knn(s) -> Knn:
+    ref = s["knn_ref"]
+    return Knn(ref.cpu() if torch.is_tensor(ref) else ref, s["knn_k"])
+
+
+def _relative_to_mean(s, kind: str) -> tuple:
+    """A reconstruction term over its training mean."""
+    return Reconstruction(kind), 1, (s["recon_means"] if "recon_means" in s else s)[kind], 1.0
+
+
+def _latent_over_dim(s) -> tuple:
+    """The code's Mahalanobis distance over the code size (its mean under the fitted Gaussian)."""
+    latent = _latent(s)
+    return latent, 1, latent.dim, 1.0
+
+
+for _kind in ("mse", "mae", "relative"):
+    register(_kind)(lambda s, _k=_kind: Reconstruction(_k))
+    if _kind != "mae":
+        register(f"{_kind}+latent", fitted=True)(
+            lambda s, _k=_kind: Sum([_relative_to_mean(s, _k), _latent_over_dim(s)]))
+register("latent", fitted=True)(_latent)
+register("knn", neighbours=True)(_knn)
+register("mse+knn", neighbours=True)(
+    lambda s: Sum([_relative_to_mean(s, "mse"), (_knn(s), 2, s["knn_mean_sq"], KNN_WEIGHT)]))
+register("mse+latent+knn", neighbours=True)(
+    lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
+for _kind in ("mu_norm", "kl", "elbo"):
+    register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
+del _kind
+
+
+def build_head(score: str, stats: dict | None = None) -> Head:
+    """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
+    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``)."""
+    spec = HEADS.get(score)
+    if spec is None:
+        raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")
+    stats = stats or {}
+    if spec.neighbours and stats.get("knn_ref") is None:
+        raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its default "
+                          "score uses neighbours (tables get one by default). Fit with "
+                          f"anomaly_score={score!r}, or pass another score.")
+    if spec.fitted and stats.get("latent_mean") is None:
+        raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
+    return spec.build(stats)
