@@ -377,6 +377,10 @@ def _equal_shares(train_idx: torch.Tensor, n: int, comm) -> torch.Tensor:
     """
     bounds = comm.bounds(n)
     counts = [int(((train_idx >= a) & (train_idx < b)).sum()) for a, b in zip(bounds, bounds[1:])]
+    if min(counts) < 1:
+        raise DataError(f"X has {n} rows, too few for {comm.world} ranks: the validation split leaves rank "
+                        f"{counts.index(min(counts))} no row to train on. Use fewer ranks, more rows, or a smaller "
+                        "validation_fraction.")
     start, stop = comm.shard(n)
     return train_idx[(train_idx >= start) & (train_idx < stop)][: min(counts)] - start
 

@@ -257,8 +257,9 @@ def say(args: argparse.Namespace, text: str) -> None:
 # ---------------------------------------------------------------- running a command
 def exit_code(exc: BaseException) -> int:
     """2 for bad input or usage (the user can fix it), 1 for a failure."""
-    if getattr(exc, "exit_code", None) in (EXIT_USAGE, EXIT_FAILURE):  # a failed rank's own exit code
-        return exc.exit_code
+    code = getattr(exc, "exit_code", None)
+    if code in (EXIT_USAGE, EXIT_FAILURE) or (isinstance(code, int) and 128 < code < 160):
+        return code  # a failed rank's own exit code, or 128 + the signal that stopped the launcher
     if isinstance(exc, TrainingError):
         return EXIT_FAILURE
     return EXIT_USAGE if isinstance(exc, (AelabError, OSError)) else EXIT_FAILURE
@@ -266,9 +267,14 @@ def exit_code(exc: BaseException) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Call the command; turn errors into a one-line message and an exit code."""
+    from ..distributed import bind_to_launcher, record_failure
+
+    bind_to_launcher()  # a rank of --nproc ends with its launcher
     prog = f"aelab {args.command}"
+    rank = None
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
-        prog += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
+        rank = os.environ.get("RANK", "?")
+        prog += f" (rank {rank} of {os.environ['WORLD_SIZE']})"
     try:
         if getattr(args, "threads", None):
             import torch
@@ -286,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, OSError) and not isinstance(exc, AelabError) and exc.filename:
             message = f"{exc.strerror or message}: {str(exc.filename)!r}"
         known = isinstance(exc, (AelabError, OSError))
+        if rank is not None and rank.isdigit() and record_failure(int(rank), exc, code) and not args.debug:
+            return code  # the launcher of --nproc reports the rank that failed first, once
         hint = "" if known or args.debug else f" ({type(exc).__name__}; run again with --debug for the traceback)"
         print(f"{prog}: {'error' if known else 'unexpected error'}: {message}{hint}", file=sys.stderr)
         return code
