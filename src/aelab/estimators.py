@@ -22,7 +22,7 @@ import torch
 
 from . import losses
 from ._params import ParamsBase
-from ._validation import check_array, check_is_fitted, input_dtype, is_source
+from ._validation import check_array, check_is_fitted, input_dtype, is_source, iter_checked_chunks
 from .config import ModelConfig, TrainConfig
 from .exceptions import ConfigError, DataError, NotFittedError
 from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
@@ -282,8 +282,8 @@ class _Base(ParamsBase):
                 raise DataError(f"X has {n} rows; at least 2 are required to fit.")
             local = comm.rows(data, n)
             stats = RunningStats()
-            for chunk in local.iter_chunks():
-                stats.update(check_array(chunk, name="a chunk of X", dtype=None))
+            for chunk in iter_checked_chunks(local):  # a bad value is named by its row in all of X
+                stats.update(chunk)
             stats.dtype = np.dtype(X.dtype)
         else:
             dtype = input_dtype(X)

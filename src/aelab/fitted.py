@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_array, check_sample_shape, is_source
+from ._validation import check_array, check_sample_shape, is_source, iter_checked_chunks
 from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
@@ -81,8 +81,7 @@ class Fitted:
                 check_sample_shape(np.empty((0, *X.shape[1:])), self.layout.input_shape, owner)
 
             def chunks():
-                for chunk in X.iter_chunks():
-                    chunk = check_array(chunk, name="a chunk of X", dtype=None)
+                for chunk in iter_checked_chunks(X):
                     for i in range(0, chunk.shape[0], EVAL_ROWS):
                         yield self.to_net(chunk[i : i + EVAL_ROWS])
 

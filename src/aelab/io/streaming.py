@@ -87,6 +87,11 @@ class ArraySource:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def origin(self) -> int:
+        """The row of the whole data set where this source starts (0; a shard's first row for :meth:`rows`)."""
+        return 0
+
     def __repr__(self) -> str:
         key = f", key={self.key!r}" if self.key is not None else ""
         return (
@@ -195,6 +200,10 @@ class _RangeSource(ArraySource):
     def __init__(self, parent: ArraySource, start: int, stop: int):
         super().__init__(parent.path, parent.key, (stop - start, *parent.shape[1:]), parent.dtype, parent.chunk_rows)
         self._parent, self._start = parent, start
+
+    @property
+    def origin(self) -> int:
+        return self._parent.origin + self._start
 
     def _read(self, start, stop):
         return self._parent.read(self._start + start, self._start + stop)
