@@ -22,6 +22,7 @@ import torch
 
 from . import losses
 from ._params import ParamsBase
+from ._columns import feature_names
 from ._validation import check_array, check_is_fitted, input_dtype, is_source, iter_checked_chunks
 from .config import ModelConfig, TrainConfig
 from .exceptions import ConfigError, DataError, NotFittedError
@@ -113,7 +114,15 @@ _VIEWS = {
     "threshold_rule_": ("how threshold_ was set", lambda f: f.threshold_rule),
     "history_": ("per-epoch training and validation loss", lambda f: f.history),
     "n_epochs_config_": ("the epoch limit the fit ran under", lambda f: f.n_epochs_config),
+    "feature_names_in_": ("column names seen at fit, when all were strings (else no such attribute)",
+                          lambda f: _feature_names_in(f)),
 }
+
+
+def _feature_names_in(f) -> np.ndarray:
+    if f.feature_names is None:  # scikit-learn's convention: the attribute exists only with names
+        raise AttributeError("feature_names_in_: the model was fitted on data without column names.")
+    return np.asarray(f.feature_names, dtype=object)
 
 
 class _Base(ParamsBase):
@@ -276,6 +285,7 @@ class _Base(ParamsBase):
         self._validate_params_()
         owner = type(self).__name__
         comm = current()
+        names = feature_names(X)
         if is_source(X):
             data, n, shape = X, len(X), tuple(X.shape)
             if n < 2:
@@ -305,7 +315,8 @@ class _Base(ParamsBase):
                        recon_kind=recon_kind,
                        score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
-                       threshold=math.nan, threshold_rule={})
+                       threshold=math.nan, threshold_rule={},
+                       feature_names=names if is_source(X) else None)  # a source keeps its names
         run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, n, shape, stats))
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -326,7 +337,8 @@ class _Base(ParamsBase):
         draft = draft.replace(**st)
         if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
             scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
-        draft = draft.replace(decision_scores=scores, **_threshold(scores, None, self.contamination))
+        draft = draft.replace(decision_scores=scores, feature_names=names,
+                              **_threshold(scores, None, self.contamination))
         self._fitted = draft
         return self
 

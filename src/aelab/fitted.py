@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._columns import check_feature_names
 from ._validation import check_array, check_sample_shape, is_source, iter_checked_chunks
 from .config import ModelConfig
 from .exceptions import ConfigError, DataError
@@ -54,6 +55,7 @@ class Fitted:
     knn_k: int | None = None           # neighbours averaged
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
+    feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -74,8 +76,10 @@ class Fitted:
     def batches(self, X, owner: str) -> tuple[int, Any]:
         """``(n_rows, iterator)`` over network-layout float32 chunks of X (array or source).
 
-        An in-memory X is validated here, before the iterator starts.
+        An in-memory X is validated here, before the iterator starts; named columns are checked
+        against those seen at fit.
         """
+        check_feature_names(X, self.feature_names, owner)
         if is_source(X):
             if tuple(X.shape[1:]) != self.layout.input_shape:
                 check_sample_shape(np.empty((0, *X.shape[1:])), self.layout.input_shape, owner)
@@ -161,6 +165,7 @@ class Fitted:
                 "knn_k": self.knn_k,
                 "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
+                "feature_names": None if self.feature_names is None else list(self.feature_names),
             },
         }
         return config, tensors
@@ -195,7 +200,8 @@ class Fitted:
                    n_epochs_config=fitted.get("n_epochs_config"),
                    knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
                    knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
-                   knn_mean_sq=fitted.get("knn_mean_sq"))
+                   knn_mean_sq=fitted.get("knn_mean_sq"),
+                   feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,

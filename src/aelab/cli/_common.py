@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,6 +119,12 @@ def read_data(spec: str, labels: bool = False) -> np.ndarray:
     from ..io import read_array
 
     arr = np.asarray(read_array(spec))
+    if not labels and arr.ndim == 2:  # a CSV header or a Parquet schema: fit records the names, scoring checks them
+        from .._columns import NamedArray, file_column_names
+
+        names = file_column_names(spec)
+        if names is not None and len(names) == arr.shape[1]:
+            arr = NamedArray(arr, names)
     if labels:
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
@@ -275,7 +282,18 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
         rank = os.environ.get("RANK", "?")
         prog += f" (rank {rank} of {os.environ['WORLD_SIZE']})"
+    from .._columns import FeatureNamesWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):  # aelab's column-name warnings as one line, like errors
+        if issubclass(category, FeatureNamesWarning):
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
     try:
+        warnings.showwarning = show
         if getattr(args, "threads", None):
             import torch
 
@@ -297,3 +315,5 @@ def run(args: argparse.Namespace) -> int:
         hint = "" if known or args.debug else f" ({type(exc).__name__}; run again with --debug for the traceback)"
         print(f"{prog}: {'error' if known else 'unexpected error'}: {message}{hint}", file=sys.stderr)
         return code
+    finally:
+        warnings.showwarning = shown

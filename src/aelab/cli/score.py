@@ -25,6 +25,9 @@ def _scores(est, X, args):
     engine = pick_engine(args.engine, est.fitted_, len(X))
     if engine == "torch":
         return est.decision_function(X, score=args.score), engine
+    from .._columns import check_feature_names
+
+    check_feature_names(X, est.fitted_.feature_names, type(est).__name__)
     return onnx_scores(est.fitted_, X, args.score, owner=type(est).__name__), engine
 
 
