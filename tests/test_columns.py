@@ -128,3 +128,34 @@ def test_cli_reads_names_from_csv_headers_and_parquet(table, tmp_path, cli):
     assert code == 0
     assert err.splitlines() == ["aelab score: warning: X does not have valid feature names, but PCA was fitted "
                                 "with feature names ('pt', 'eta', 'phi', 'mass'); its columns are taken by position."]
+
+
+def test_the_report_checks_names_without_a_spurious_warning(table):
+    from aelab.report import model_report
+
+    X, df = table
+    model = _pca().fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model_report(model, df)
+    with pytest.raises(DataError, match="same order"):
+        model_report(model, df[df.columns[::-1]])
+
+
+def test_named_arrays_keep_their_names_when_pickled():
+    import pickle
+
+    from aelab._columns import NamedArray, feature_names
+
+    a = NamedArray(np.zeros((3, 2), dtype=np.float32), ["a", "b"])
+    assert feature_names(pickle.loads(pickle.dumps(a))) == ("a", "b")
+    assert feature_names(a[:2]) == ("a", "b") and feature_names(a[:, :1]) is None
+
+
+@pytest.mark.slow
+def test_data_parallel_fit_records_the_names(table):
+    import aelab.distributed as D
+
+    _, df = table
+    model = D.fit(aelab.PCA(n_components=2), df, nproc=2, threads=1)
+    assert list(model.feature_names_in_) == list(df.columns)

@@ -167,3 +167,22 @@ def test_cli_names_the_rank_that_raised_in_one_line(tmp_path):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("aelab train: error: rank 1 of 2 failed: ") and "NaN" in lines[0]
     assert "gloo" not in r.stderr and not (tmp_path / "m").exists()
+
+
+def _rank_of(pid: int) -> int:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
+    return int(env[b"RANK"])
+
+
+@pytest.mark.slow
+def test_a_rank_killed_by_a_signal_is_named(tmp_path):
+    p, ranks = _start_training(tmp_path)
+    victim = next(pid for pid in ranks if _rank_of(pid) == 1)
+    os.kill(victim, signal.SIGKILL)  # as the OOM killer does: no message from the rank itself
+    assert p.wait(timeout=WAIT_S) == 1
+    assert _wait_gone(ranks) == []
+    lines = (tmp_path / "stderr.txt").read_text().splitlines()
+    assert lines == ["aelab train: error: rank 1 of 2 was killed by SIGKILL (every rank was stopped and nothing "
+                     "was written)"], lines
+    assert not (tmp_path / "model").exists()

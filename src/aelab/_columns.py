@@ -36,6 +36,14 @@ class NamedArray(np.ndarray):
         obj.columns = tuple(str(c) for c in columns)
         return obj
 
+    def __reduce__(self):  # pickled (to the ranks of aelab.distributed.fit) with its names
+        ctor, args, state = super().__reduce__()
+        return ctor, args, (state, self.columns)
+
+    def __setstate__(self, state) -> None:
+        base, self.columns = state
+        super().__setstate__(base)
+
     def __array_finalize__(self, obj) -> None:
         cols = getattr(obj, "columns", None)
         # a view with other columns (X[:, :2]) has no names of its own

@@ -264,6 +264,13 @@ def _first_failure(folder: str) -> dict | None:
     return min(records, key=lambda r: (bool(r.get("peer")), int(r.get("time_ns", 0)), int(r.get("rank", 0))))
 
 
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 class Stopped(TrainingError):
     """The launcher was stopped by a signal (SIGTERM, SIGHUP, ...); its ranks were stopped too."""
 
@@ -356,8 +363,8 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
     os.environ[ENV_LAUNCHER], os.environ[ENV_ERRORS] = str(os.getpid()), errors
     # the agent installs its own handlers (they raise SignalException); give the caller's back afterwards
     main = threading.current_thread() is threading.main_thread()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-                } if main else {}
+    handlers = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in (
+        "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")) if sig is not None} if main else {}
     # torch's elastic loggers each set their own level (LOGLEVEL): quiet every one of them, the agent's
     # "Received 15 death signal" and "failed (exitcode ...)" included; aelab says what happened once
     quiet = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher")] + [
@@ -371,6 +378,18 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         first = _first_failure(errors)
+        if first is None or first.get("peer"):
+            # a rank that died without a word (a signal: SIGKILL, the OOM killer) before its peers noticed
+            # (SIGTERM last: it is what the agent sends the other ranks once one has failed)
+            killed = sorted((f.exitcode == -signal.SIGTERM, f.timestamp, r) for r, f in exc.failures.items()
+                            if f.exitcode < 0 and not os.path.exists(os.path.join(errors, f"rank-{r}.json")))
+            if killed:
+                rank = killed[0][2]
+                sig = -exc.failures[rank].exitcode
+                error = TrainingError(f"rank {rank} of {nproc} was killed by {_signal_name(sig)} (every rank was "
+                                      "stopped and nothing was written)")
+                error.rank, error.exit_code = rank, 1
+                raise error from None
         if first is not None:
             rank, code = int(first["rank"]), int(first.get("exit_code", 1))
             error = TrainingError(f"rank {rank} of {nproc} failed: {first['message']} (every rank was stopped "
@@ -388,7 +407,7 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
         signum = int(exc.sigval)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt from None
-        name = signal.Signals(signum).name
+        name = _signal_name(signum)
         raise Stopped(f"stopped by {name}; all {nproc} ranks were stopped and wrote nothing more.", signum) from None
     finally:
         for sig, handler in handlers.items():
