@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .exceptions import ConfigError, DataError, TrainingError
+from .exceptions import ConfigError, TrainingError
 
 __all__ = ["Comm", "current", "process_group", "launch", "fit", "check_rows", "launcher_alive", "TIMEOUT_S"]
 
@@ -167,11 +167,7 @@ def process_group():
     try:
         yield comm
     except Exception as exc:
-        # before the group is destroyed, which ends the peers' collectives with errors of their own
-        from .exceptions import AelabError
-
-        usage = isinstance(exc, (AelabError, OSError)) and not isinstance(exc, TrainingError)
-        record_failure(comm.rank, exc, 2 if usage else 1)
+        record_failure(comm.rank, exc)  # before the group is destroyed, which fails the peers' collectives
         raise
     finally:
         dist.destroy_process_group()
@@ -222,12 +218,17 @@ def check_launcher(what: str) -> None:
         raise TrainingError(f"the launcher of this rank has ended; {what} was not written.")
 
 
-def record_failure(rank: int, exc: BaseException, exit_code: int = 1) -> bool:
+def record_failure(rank: int, exc: BaseException, exit_code: int | None = None) -> bool:
     """In a rank of :func:`launch`: write this rank's failure for the launcher (True when written).
 
     A failure of a collective (a peer that ended) is marked as such, so that the launcher
-    names the rank that raised on its own, not one that lost its peer.
+    names the rank that raised on its own, not one that lost its peer. ``exit_code``
+    defaults to the command line's: 2 for bad input, 1 for a failure.
     """
+    if exit_code is None:
+        from .exceptions import AelabError
+
+        exit_code = 2 if isinstance(exc, (AelabError, OSError)) and not isinstance(exc, TrainingError) else 1
     folder = os.environ.get(ENV_ERRORS)
     if not folder or not os.path.isdir(folder):
         return False
@@ -292,8 +293,6 @@ def shard_training_rows(n: int, world: int, validation_fraction: float, seed: in
         return None if seed is None else [s - n_val for s in sizes]  # a lower bound, enough to pass
     if seed is None:
         return None
-    import torch
-
     from .training import validation_split
 
     _, train_idx = validation_split(n, float(validation_fraction), torch.Generator(device="cpu").manual_seed(int(seed)))
@@ -431,7 +430,7 @@ def _fit_rank(estimator, X, fit_kwargs: dict):
         try:
             estimator.fit(X, **fit_kwargs)
         except Exception as exc:
-            if not record_failure(comm.rank, exc, 2 if isinstance(exc, (ConfigError, DataError)) else 1):
+            if not record_failure(comm.rank, exc):
                 print(f"aelab: rank {comm.rank} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             raise
         return estimator.fitted_.to_state() if comm.rank == 0 else None
@@ -469,7 +468,8 @@ def _check_fit_rows(estimator, X, nproc: int, what: str = "X") -> None:
     fraction = getattr(estimator, "validation_fraction", 0.0)
     if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         return  # fit's own validation reports it
-    seed = estimator.random_state if isinstance(estimator.random_state, (int, np.integer)) else None
+    seed = getattr(estimator, "random_state", None)
+    seed = seed if isinstance(seed, (int, np.integer)) else None
     check_rows(n, nproc, fraction, seed, what=what)
 
 
