@@ -377,18 +377,17 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         first = _first_failure(errors)
-        if first is None or first.get("peer"):
-            # a rank that died without a word (a signal: SIGKILL, the OOM killer) before its peers noticed
-            # (SIGTERM last: it is what the agent sends the other ranks once one has failed)
-            killed = sorted((f.exitcode == -signal.SIGTERM, f.timestamp, r) for r, f in exc.failures.items()
-                            if f.exitcode < 0 and not os.path.exists(os.path.join(errors, f"rank-{r}.json")))
-            if killed:
-                rank = killed[0][2]
-                sig = -exc.failures[rank].exitcode
-                error = TrainingError(f"rank {rank} of {nproc} was killed by {_signal_name(sig)} (every rank was "
-                                      "stopped and nothing was written)")
-                error.rank, error.exit_code = rank, 1
-                raise error from None
+        # a rank killed by a signal without a word (SIGKILL: the OOM killer; SIGSEGV) is the cause: the
+        # others' errors follow from it; SIGTERM is what the agent sends the other ranks once one failed
+        killed = sorted((f.exitcode == -signal.SIGTERM, f.timestamp, r) for r, f in exc.failures.items()
+                        if f.exitcode < 0 and not os.path.exists(os.path.join(errors, f"rank-{r}.json")))
+        if killed and (first is None or first.get("peer") or not killed[0][0]):
+            rank = killed[0][2]
+            sig = -exc.failures[rank].exitcode
+            error = TrainingError(f"rank {rank} of {nproc} was killed by {_signal_name(sig)} (every rank was "
+                                  "stopped and nothing was written)")
+            error.rank, error.exit_code = rank, 1
+            raise error from None
         if first is not None:
             rank, code = int(first["rank"]), int(first.get("exit_code", 1))
             error = TrainingError(f"rank {rank} of {nproc} failed: {first['message']} (every rank was stopped "
