@@ -159,3 +159,19 @@ def test_data_parallel_fit_records_the_names(table):
     _, df = table
     model = D.fit(aelab.PCA(n_components=2), df, nproc=2, threads=1)
     assert list(model.feature_names_in_) == list(df.columns)
+
+
+def test_encoding_a_named_file_chunk_by_chunk_checks_the_names_once(table, tmp_path):
+    from aelab.latent import encode_to_file, score_to_file
+
+    X, df = table
+    df.to_parquet(tmp_path / "x.parquet", index=False)
+    df[df.columns[::-1]].to_parquet(tmp_path / "swapped.parquet", index=False)
+    model = _pca().fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encode_to_file(model, aelab.io.open_array(tmp_path / "x.parquet", chunk_rows=50), tmp_path / "z.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), model.transform(df), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="same order"):
+        score_to_file(model, aelab.io.open_array(tmp_path / "swapped.parquet", chunk_rows=50), tmp_path / "s.npy")
+    assert not (tmp_path / "s.npy").exists()

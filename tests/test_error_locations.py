@@ -62,3 +62,11 @@ def test_score_summary_uses_the_threshold_of_the_score_asked_for(tmp_path, cli):
     code, out, _ = cli("score", tmp_path / "m", tmp_path / "x.npy", "--out", tmp_path / "s2.npy")
     share = (np.load(tmp_path / "s2.npy") > model.threshold_).mean()
     assert code == 0 and f"{share:.2%} above the threshold" in out
+
+
+def test_scores_streamed_to_a_file_name_the_row(nan_file, tmp_path):
+    from aelab.latent import score_to_file
+
+    model = aelab.PCA(n_components=2).fit(np.load(nan_file)[:1000])
+    with pytest.raises(DataError, match=r"row 2000 of X"):
+        score_to_file(model, aelab.io.open_array(nan_file, chunk_rows=128), tmp_path / "s.npy")
