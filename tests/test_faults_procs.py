@@ -186,3 +186,31 @@ def test_a_rank_killed_by_a_signal_is_named(tmp_path):
     assert lines == ["aelab train: error: rank 1 of 2 was killed by SIGKILL (every rank was stopped and nothing "
                      "was written)"], lines
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_python_program_running_distributed_fit_ends_its_ranks(tmp_path):
+    # aelab.distributed.fit starts its ranks with multiprocessing (spawn), not as commands. (A guard, not a
+    # regression test: torch's spawn wrapper already asks for SIGINT at the parent's death; the ranks now
+    # ask for SIGKILL, and SIGINT no longer raises KeyboardInterrupt in them.)
+    np.save(tmp_path / "x.npy", _table())
+    script = (f"import numpy as np, aelab, aelab.distributed as D\n"
+              f"D.fit(aelab.Autoencoder(epochs=500), np.load({str(tmp_path / 'x.npy')!r}), nproc=2, threads=1,\n"
+              f"      checkpoint_dir={str(tmp_path / 'ck')!r})\n"
+              f"open({str(tmp_path / 'finished')!r}, 'w').close()\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.monotonic() + WAIT_S
+    while not (tmp_path / "ck" / "checkpoint.json").exists():
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    ranks = []
+    for pid in _children(p.pid):  # the ranks, beside multiprocessing's resource tracker
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"spawn_main" in fh.read():
+                ranks.append(pid)
+    assert len(ranks) == 2
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=WAIT_S)
+    assert _wait_gone(ranks) == []
+    assert not (tmp_path / "finished").exists()
