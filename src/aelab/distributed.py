@@ -312,7 +312,7 @@ def _too_few(n: int, world: int, validation_fraction: float, seed: int | None) -
 
 
 def check_rows(n: int, nproc: int, validation_fraction: float = 0.0, seed: int | None = None,
-               what: str = "the data") -> None:
+               what: str = "the data", option: str = "nproc=") -> None:
     """Raise :class:`ConfigError` when ``n`` rows are too few for ``nproc`` ranks.
 
     Every rank trains on rows of its own shard (contiguous, n / nproc rows), so every shard
@@ -327,7 +327,7 @@ def check_rows(n: int, nproc: int, validation_fraction: float = 0.0, seed: int |
     most = next((w for w in range(nproc - 1, 0, -1) if not _too_few(n, w, validation_fraction, seed)), 1)
     held = f" ({n_val} held out for validation)" if n_val else ""
     raise ConfigError(f"{what} has {n} rows{held}, too few for {nproc} ranks: every rank trains on rows of its own "
-                      f"shard and at least one would get none. Use at most {most} rank(s) (--nproc {most}), more "
+                      f"shard and at least one would get none. Use at most {most} rank(s) ({option}{most}), more "
                       "rows, or a smaller validation_fraction.")
 
 
@@ -458,7 +458,7 @@ def fit(estimator, X, nproc: int = 2, threads: int | None = None, **fit_kwargs):
     return estimator
 
 
-def _check_fit_rows(estimator, X, nproc: int, what: str = "X") -> None:
+def _check_fit_rows(estimator, X, nproc: int, what: str = "X", option: str = "nproc=") -> None:
     """:func:`check_rows` for ``estimator.fit(X)`` in ``nproc`` ranks, before any rank starts."""
     try:
         n = len(X)
@@ -469,7 +469,7 @@ def _check_fit_rows(estimator, X, nproc: int, what: str = "X") -> None:
         return  # fit's own validation reports it
     seed = getattr(estimator, "random_state", None)
     seed = seed if isinstance(seed, (int, np.integer)) else None
-    check_rows(n, nproc, fraction, seed, what=what)
+    check_rows(n, nproc, fraction, seed, what=what, option=option)
 
 
 def run_cli(nproc: int, argv: list[str], threads: int | None = None) -> None:

@@ -106,7 +106,7 @@ def train(args) -> int:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
         X = read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
-        _check_fit_rows(est, X, args.nproc, what=f"DATA ({args.data})")
+        _check_fit_rows(est, X, args.nproc, what=f"DATA ({args.data})", option="--nproc ")
         threads = args.threads or default_threads(args.nproc)
         argv = _without_nproc(args.argv) + ([] if args.threads else ["--threads", str(threads)])
         say(args, f"training on {args.nproc} ranks x {threads} CPU thread(s) (torch.distributed, "
