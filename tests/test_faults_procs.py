@@ -46,15 +46,22 @@ def _wait_gone(pids, timeout=WAIT_S) -> list[int]:
     return [p for p in pids if _running(p)]
 
 
+def _left_in(folder) -> list[str]:
+    """What a run left in its temporary folder (torch's inductor cache, shared by every run, aside)."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("torchinductor_"))
+
+
 def _start_training(tmp_path):
     """The launcher of a long --nproc 2 run, once both ranks train (the first checkpoint exists)."""
     np.save(tmp_path / "x.npy", _table())
     ck = tmp_path / "ck"
     err = open(tmp_path / "stderr.txt", "w")
+    (tmp_path / "tmp").mkdir()  # the launcher's temporary folder: what it leaves there is seen
     p = subprocess.Popen([sys.executable, "-m", "aelab", "train", str(tmp_path / "x.npy"), "--epochs", "500",
                           "--nproc", "2", "--threads", "1", "--checkpoint-every", "1", "--checkpoint-dir", str(ck),
                           "--out", str(tmp_path / "model")],
-                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     err.close()
     deadline = time.monotonic() + WAIT_S
     while not (ck / "checkpoint.json").exists():
@@ -73,6 +80,11 @@ def test_sigkill_of_the_launcher_ends_the_ranks_and_nothing_is_written(tmp_path)
     p.wait(timeout=WAIT_S)
     assert _wait_gone(ranks) == [], "ranks outlived their launcher"
     assert not (tmp_path / "model").exists()
+    # a killed launcher cannot clean up: its folder is removed by the next launch
+    left = _left_in(tmp_path / "tmp")
+    assert len(left) == 1 and left[0].startswith(f"aelab-launch-{p.pid}-"), left
+    D._sweep_launch_folders(str(tmp_path / "tmp"))
+    assert _left_in(tmp_path / "tmp") == []
 
 
 @pytest.mark.slow
@@ -87,6 +99,7 @@ def test_sigterm_and_sigint_stop_every_rank_with_one_line(tmp_path, sig, code, l
     assert len(lines) == 1 and lines[0].startswith("aelab train") and line in lines[0], lines
     assert "got signal" not in lines[0] and "Traceback" not in lines[0]
     assert not (tmp_path / "model").exists()
+    assert _left_in(tmp_path / "tmp") == []  # neither aelab's nor torch's temporary files are left
 
 
 def test_a_rank_whose_launcher_is_gone_does_not_write(tmp_path, monkeypatch):
@@ -186,6 +199,7 @@ def test_a_rank_killed_by_a_signal_is_named(tmp_path):
     assert lines == ["aelab train: error: rank 1 of 2 was killed by SIGKILL (every rank was stopped and nothing "
                      "was written)"], lines
     assert not (tmp_path / "model").exists()
+    assert _left_in(tmp_path / "tmp") == []
 
 
 @pytest.mark.slow

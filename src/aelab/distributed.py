@@ -265,6 +265,36 @@ def _first_failure(folder: str) -> dict | None:
     return min(records, key=lambda r: (bool(r.get("peer")), int(r.get("time_ns", 0)), int(r.get("rank", 0))))
 
 
+_LAUNCH_PREFIX = "aelab-launch-"
+
+
+def _sweep_launch_folders(root: str | None = None) -> None:
+    """Remove the folders of launches whose launcher was killed (its pid is in the name and no longer runs)."""
+    import re
+    import shutil
+    import tempfile
+
+    root = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(re.escape(_LAUNCH_PREFIX) + r"(\d+)-\w+", name)
+        path = os.path.join(root, name)
+        if m is None or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+            continue  # its launcher still runs
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, ValueError, OverflowError):
+            continue
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -348,15 +378,21 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
     import threading
     import uuid
 
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     threads = threads or default_threads(nproc)
+    # one folder for this launch: the ranks' failure records and torch's own per-rank files (which torch
+    # would leave behind in a torchelastic_* folder of its own); removed at the end, or by a later launch
+    # when this launcher was killed
+    _sweep_launch_folders()
+    folder = tempfile.mkdtemp(prefix=f"{_LAUNCH_PREFIX}{os.getpid()}-")
+    errors = os.path.join(folder, "errors")
+    os.mkdir(errors)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=f"aelab-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1,
-                          start_method="spawn")
-    errors = tempfile.mkdtemp(prefix="aelab-ranks-")
+                          start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "torch")))
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "AELAB_THREADS", ENV_LAUNCHER, ENV_ERRORS)}
     os.environ["OMP_NUM_THREADS"] = os.environ["AELAB_THREADS"] = str(threads)
     os.environ[ENV_LAUNCHER], os.environ[ENV_ERRORS] = str(os.getpid()), errors
@@ -418,7 +454,7 @@ def launch(nproc: int, entrypoint: Callable | str, args: tuple = (), threads: in
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        shutil.rmtree(errors, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fit_rank(estimator, X, fit_kwargs: dict):

@@ -311,7 +311,12 @@ def run(args: argparse.Namespace) -> int:
             message = f"{exc.strerror or message}: {str(exc.filename)!r}"
         known = isinstance(exc, (AelabError, OSError))
         if rank is not None and rank.isdigit() and record_failure(int(rank), exc, code) and not args.debug:
-            return code  # the launcher of --nproc reports the rank that failed first, once
+            # the launcher of --nproc reports the rank that failed first, once; this rank ends now, without
+            # the interpreter's teardown, in which a process group whose peer has gone can abort with a
+            # line of its own ("terminate called without an active exception")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         hint = "" if known or args.debug else f" ({type(exc).__name__}; run again with --debug for the traceback)"
         print(f"{prog}: {'error' if known else 'unexpected error'}: {message}{hint}", file=sys.stderr)
         return code
