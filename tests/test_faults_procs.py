@@ -212,8 +212,9 @@ def test_sigkill_of_a_python_program_running_distributed_fit_ends_its_ranks(tmp_
               f"D.fit(aelab.Autoencoder(epochs=500), np.load({str(tmp_path / 'x.npy')!r}), nproc=2, threads=1,\n"
               f"      checkpoint_dir={str(tmp_path / 'ck')!r})\n"
               f"open({str(tmp_path / 'finished')!r}, 'w').close()\n")
+    (tmp_path / "tmp").mkdir()
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+                         start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     deadline = time.monotonic() + WAIT_S
     while not (tmp_path / "ck" / "checkpoint.json").exists():
         assert p.poll() is None and time.monotonic() < deadline
@@ -228,3 +229,5 @@ def test_sigkill_of_a_python_program_running_distributed_fit_ends_its_ranks(tmp_
     p.wait(timeout=WAIT_S)
     assert _wait_gone(ranks) == []
     assert not (tmp_path / "finished").exists()
+    D._sweep_launch_folders(str(tmp_path / "tmp"))
+    assert _left_in(tmp_path / "tmp") == []
