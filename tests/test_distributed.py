@@ -113,8 +113,7 @@ def test_a_failing_rank_ends_the_job_with_its_message(tmp_path):
                   "--out", tmp_path / "model", timeout=120)
     assert time.monotonic() - start < 60
     assert r.returncode == 2
-    assert "(rank 1 of 2): error: a chunk of X contains 1 NaN" in r.stderr
-    assert "rank 1 of 2 failed" in r.stderr
+    assert "rank 1 of 2 failed: " in r.stderr and "1 NaN" in r.stderr
     assert not (tmp_path / "model").exists()
 
 

@@ -35,11 +35,15 @@ def check_array(
     allow_images: bool = True,
     min_samples: int = 1,
     dtype=np.float32,
+    row_offset: int | None = None,
 ) -> np.ndarray:
     """Return ``X`` as a finite float array of shape (n, d), (n, h, w) or (n, c, h, w).
 
     ``dtype=None`` keeps float64 (and integers wider than 16 bits, as float64) so that the
     scaler can subtract large offsets exactly; everything else becomes float32.
+
+    ``row_offset``: X is a chunk of a larger data set starting at that row; a bad value is
+    then reported by its row in the whole data set.
 
     Raises :class:`~aelab.exceptions.DataError` for non-numeric data, NaN or inf,
     a wrong number of dimensions, or fewer than ``min_samples`` rows.
@@ -97,11 +101,26 @@ def check_array(
         bad = ~np.isfinite(arr)
         n_bad = int(bad.sum())
         first = np.argwhere(bad)[0]
+        fix = "Remove or impute them before fitting, e.g. X = np.nan_to_num(X) or drop those rows."
+        if row_offset is not None:  # a chunk: rows counted in the whole data set
+            row = int(row_offset) + int(first[0])
+            raise DataError(
+                f"{name} contains {n_bad} NaN or infinite value(s) in rows {row_offset} to "
+                f"{int(row_offset) + arr.shape[0] - 1} (first at row {row} of {name}, index "
+                f"{(row, *(int(i) for i in first[1:]))}). {fix}")
         raise DataError(
-            f"{name} contains {n_bad} NaN or infinite value(s) (first at index {tuple(int(i) for i in first)}). "
-            "Remove or impute them before fitting, e.g. X = np.nan_to_num(X) or drop those rows."
+            f"{name} contains {n_bad} NaN or infinite value(s) (first at index {tuple(int(i) for i in first)}). {fix}"
         )
     return arr
+
+
+def iter_checked_chunks(source, name: str = "X"):
+    """The chunks of a source (:func:`aelab.io.open_array`, or one rank's shard of it), each checked by
+    :func:`check_array` (``dtype=None``); a bad value is reported by its row in the whole data set."""
+    start = int(getattr(source, "origin", 0))
+    for chunk in source.iter_chunks():
+        yield check_array(chunk, name=name, dtype=None, row_offset=start)
+        start += len(chunk)
 
 
 def _first_non_numeric(arr: np.ndarray):

@@ -22,7 +22,8 @@ import torch
 
 from . import losses
 from ._params import ParamsBase
-from ._validation import check_array, check_is_fitted, input_dtype, is_source
+from ._columns import feature_names
+from ._validation import check_array, check_is_fitted, input_dtype, is_source, iter_checked_chunks
 from .config import ModelConfig, TrainConfig
 from . import conformal
 from .conformal import fit_state, row_hashes
@@ -119,7 +120,15 @@ _VIEWS = {
                             lambda f: f.calibration),
     "contamination_": ("contamination='auto': the estimated share of anomalies in the training rows",
                        lambda f: f.contamination_estimate),
+    "feature_names_in_": ("column names seen at fit, when all were strings (else no such attribute)",
+                          lambda f: _feature_names_in(f)),
 }
+
+
+def _feature_names_in(f) -> np.ndarray:
+    if f.feature_names is None:  # scikit-learn's convention: the attribute exists only with names
+        raise AttributeError("feature_names_in_: the model was fitted on data without column names.")
+    return np.asarray(f.feature_names, dtype=object)
 
 
 class _Base(ParamsBase):
@@ -356,14 +365,14 @@ class _Base(ParamsBase):
         self._validate_params_()
         owner = type(self).__name__
         comm = current()
+        names = feature_names(X)
         if is_source(X):
             data, n, shape = X, len(X), tuple(X.shape)
             if n < 2:
                 raise DataError(f"X has {n} rows; at least 2 are required to fit.")
             local = comm.rows(data, n)
             stats, hashes = RunningStats(), []
-            for chunk in local.iter_chunks():
-                chunk = check_array(chunk, name="a chunk of X", dtype=None)
+            for chunk in iter_checked_chunks(local):  # a bad value is named by its row in all of X
                 stats.update(chunk)
                 hashes.append(row_hashes(chunk))
             stats.dtype = np.dtype(X.dtype)
@@ -387,7 +396,8 @@ class _Base(ParamsBase):
                        recon_kind=recon_kind,
                        score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
-                       threshold=math.nan, threshold_rule={})
+                       threshold=math.nan, threshold_rule={},
+                       feature_names=names if is_source(X) else None)  # a source keeps its names
         run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, local, n, shape,
                                                       stats))
         devices = [device] if device.type == "cuda" else []
@@ -411,7 +421,7 @@ class _Base(ParamsBase):
         draft = draft.replace(**st)
         if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
             scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
-        draft = draft.replace(decision_scores=scores)
+        draft = draft.replace(decision_scores=scores, feature_names=names)
         draft = draft.replace(**fit_state(draft, local, n, seed, getattr(self, "validation_fraction", None),
                                           bool(self.novelty), in_reference, owner, comm, hashes, self.contamination))
         self._fitted = draft
@@ -467,6 +477,10 @@ def _equal_shares(train_idx: torch.Tensor, n: int, comm) -> torch.Tensor:
     """
     bounds = comm.bounds(n)
     counts = [int(((train_idx >= a) & (train_idx < b)).sum()) for a, b in zip(bounds, bounds[1:])]
+    if min(counts) < 1:
+        raise DataError(f"X has {n} rows, too few for {comm.world} ranks: the validation split leaves rank "
+                        f"{counts.index(min(counts))} no row to train on. Use fewer ranks, more rows, or a smaller "
+                        "validation_fraction.")
     start, stop = comm.shard(n)
     return train_idx[(train_idx >= start) & (train_idx < stop)][: min(counts)] - start
 

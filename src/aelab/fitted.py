@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_array, check_sample_shape, is_source
+from ._columns import check_feature_names
+from ._validation import check_array, check_sample_shape, is_source, iter_checked_chunks
 from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
@@ -59,6 +60,7 @@ class Fitted:
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
     fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
+    feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
     _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
 
     # ------------------------------------------------------------------ derived values
@@ -80,15 +82,16 @@ class Fitted:
     def batches(self, X, owner: str) -> tuple[int, Any]:
         """``(n_rows, iterator)`` over network-layout float32 chunks of X (array or source).
 
-        An in-memory X is validated here, before the iterator starts.
+        An in-memory X is validated here, before the iterator starts; named columns are checked
+        against those seen at fit.
         """
+        check_feature_names(X, self.feature_names, owner)
         if is_source(X):
             if tuple(X.shape[1:]) != self.layout.input_shape:
                 check_sample_shape(np.empty((0, *X.shape[1:])), self.layout.input_shape, owner)
 
             def chunks():
-                for chunk in X.iter_chunks():
-                    chunk = check_array(chunk, name="a chunk of X", dtype=None)
+                for chunk in iter_checked_chunks(X):
                     for i in range(0, chunk.shape[0], EVAL_ROWS):
                         yield self.to_net(chunk[i : i + EVAL_ROWS])
 
@@ -189,6 +192,7 @@ class Fitted:
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
                 "contamination_estimate": self.contamination_estimate,
+                "feature_names": None if self.feature_names is None else list(self.feature_names),
             },
         }
         return config, tensors
@@ -228,7 +232,8 @@ class Fitted:
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
-                   contamination_estimate=fitted.get("contamination_estimate"))
+                   contamination_estimate=fitted.get("contamination_estimate"),
+                   feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,

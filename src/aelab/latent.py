@@ -15,9 +15,14 @@ from .exceptions import ConfigError, DataError
 def _stream_to_file(est, source, out_path, fn, trailing_shape, dtype) -> None:
     from .io import write_rows
 
+    from ._columns import NamedArray, check_feature_names
+    from ._validation import iter_checked_chunks
+
+    check_feature_names(source, est.fitted_.feature_names, type(est).__name__)  # once, not per chunk
+    names = source.columns if est.fitted_.feature_names is not None else None
     with write_rows(out_path, len(source), trailing_shape, dtype) as w:
-        for chunk in source.iter_chunks():
-            w.write(np.asarray(fn(chunk), dtype=dtype))
+        for chunk in iter_checked_chunks(source):  # a bad value is named by its row in the whole file
+            w.write(np.asarray(fn(chunk if names is None else NamedArray(chunk, names)), dtype=dtype))
 
 
 def score_to_file(est, X, out_path, score: str | None = None) -> np.ndarray | None:

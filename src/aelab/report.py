@@ -163,9 +163,13 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
     histograms and the latent scatter.
     """
     from . import plots
+    from ._columns import NamedArray, feature_names
     from ._validation import check_array
 
+    names = feature_names(X)
     X = check_array(X)
+    if names is not None and X.ndim == 2 and X.shape[1] == len(names):  # the model checks the columns
+        X = NamedArray(X, names)
     y = None if labels is None else np.asarray(labels).ravel()
     if y is not None and len(y) != len(X):
         from .exceptions import DataError

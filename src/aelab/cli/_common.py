@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,6 +119,12 @@ def read_data(spec: str, labels: bool = False) -> np.ndarray:
     from ..io import read_array
 
     arr = np.asarray(read_array(spec))
+    if not labels and arr.ndim == 2:  # a CSV header or a Parquet schema: fit records the names, scoring checks them
+        from .._columns import NamedArray, file_column_names
+
+        names = file_column_names(spec)
+        if names is not None and len(names) == arr.shape[1]:
+            arr = NamedArray(arr, names)
     if labels:
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
@@ -257,8 +264,9 @@ def say(args: argparse.Namespace, text: str) -> None:
 # ---------------------------------------------------------------- running a command
 def exit_code(exc: BaseException) -> int:
     """2 for bad input or usage (the user can fix it), 1 for a failure."""
-    if getattr(exc, "exit_code", None) in (EXIT_USAGE, EXIT_FAILURE):  # a failed rank's own exit code
-        return exc.exit_code
+    code = getattr(exc, "exit_code", None)
+    if code in (EXIT_USAGE, EXIT_FAILURE) or (isinstance(code, int) and 128 < code < 160):
+        return code  # a failed rank's own exit code, or 128 + the signal that stopped the launcher
     if isinstance(exc, TrainingError):
         return EXIT_FAILURE
     return EXIT_USAGE if isinstance(exc, (AelabError, OSError)) else EXIT_FAILURE
@@ -266,11 +274,14 @@ def exit_code(exc: BaseException) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Call the command; turn errors into a one-line message and an exit code."""
-    prog = f"aelab {args.command}"
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
-        prog += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
-    import warnings
+    from ..distributed import bind_to_launcher, record_failure
 
+    bind_to_launcher()  # a rank of --nproc ends with its launcher
+    prog = f"aelab {args.command}"
+    rank = None
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
+        rank = os.environ.get("RANK", "?")
+        prog += f" (rank {rank} of {os.environ['WORLD_SIZE']})"
     def one_line(message, category, filename, lineno, file=None, line=None):
         if not args.quiet or not issubclass(category, UserWarning):
             print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
@@ -294,6 +305,13 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, OSError) and not isinstance(exc, AelabError) and exc.filename:
             message = f"{exc.strerror or message}: {str(exc.filename)!r}"
         known = isinstance(exc, (AelabError, OSError))
+        if rank is not None and rank.isdigit() and record_failure(int(rank), exc, code) and not args.debug:
+            # the launcher of --nproc reports the rank that failed first, once; this rank ends now, without
+            # the interpreter's teardown, in which a process group whose peer has gone can abort with a
+            # line of its own ("terminate called without an active exception")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         hint = "" if known or args.debug else f" ({type(exc).__name__}; run again with --debug for the traceback)"
         print(f"{prog}: {'error' if known else 'unexpected error'}: {message}{hint}", file=sys.stderr)
         return code

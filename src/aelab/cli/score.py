@@ -26,6 +26,9 @@ def _scores(est, X, args):
     engine = pick_engine(args.engine, est.fitted_, len(X))
     if engine == "torch":
         return est.decision_function(X, score=args.score), engine
+    from .._columns import check_feature_names
+
+    check_feature_names(X, est.fitted_.feature_names, type(est).__name__)
     return onnx_scores(est.fitted_, X, args.score, owner=type(est).__name__), engine
 
 
@@ -80,8 +83,17 @@ def score(args) -> int:
         return 0
     write_out(args.out, scores)
     say(args, f"wrote {len(scores)} {args.score or est.score_} scores{streamed(X)} by {engine} to {args.out} "
-              f"(mean {scores.mean():.4g}, {(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g})")
+              f"(mean {scores.mean():.4g}, {_above(est, scores, args.score)})")
     return 0
+
+
+def _above(est, scores, score) -> str:
+    """The share of rows above the threshold of the score asked for; the model's threshold is for its
+    default score only, so another score has none."""
+    if score is not None and score != est.score_:
+        return (f"no threshold for the {score} score: the model's threshold {est.threshold_:.4g} is for its "
+                f"default score {est.score_}")
+    return f"{(scores > est.threshold_).mean():.2%} above the threshold {est.threshold_:.4g}"
 
 
 def evaluate(args) -> int:

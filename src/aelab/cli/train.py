@@ -96,7 +96,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def train(args) -> int:
-    from ..distributed import default_threads, process_group, run_cli
+    from ..distributed import _check_fit_rows, check_launcher, default_threads, process_group, run_cli
 
     est = _estimator(args)
     out = Path(args.out)
@@ -104,7 +104,8 @@ def train(args) -> int:
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
-        read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
+        X = read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
+        _check_fit_rows(est, X, args.nproc, what=f"DATA ({args.data})", option="--nproc ")
         threads = args.threads or default_threads(args.nproc)
         argv = _without_nproc(args.argv) + ([] if args.threads else ["--threads", str(threads)])
         say(args, f"training on {args.nproc} ranks x {threads} CPU thread(s) (torch.distributed, "
@@ -120,6 +121,7 @@ def train(args) -> int:
         est.fit(X, **fit_kwargs)
         if comm.rank != 0:
             return 0
+    check_launcher(f"the model {str(out)!r}")  # a rank of --nproc whose launcher ended writes nothing
     est.save(out)
     loss = {k: v[-1] for k, v in est.history_.items() if v}
     say(args, f"trained {type(est).__name__} on {len(X)} samples of shape {tuple(X.shape[1:])} "

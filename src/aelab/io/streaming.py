@@ -68,7 +68,12 @@ class ArraySource:
     chunk_rows : int
         Rows per chunk in :meth:`iter_chunks`; by default about
         :data:`CHUNK_BYTES` (8 MB) of data.
+    columns : tuple of str or None
+        Column names the file states (a Parquet schema, a CSV/TSV header); ``fit``
+        records them and scoring checks them.
     """
+
+    columns: tuple[str, ...] | None = None
 
     def __init__(self, path, key, shape, dtype, chunk_rows=None):
         self.path = str(path)
@@ -87,6 +92,11 @@ class ArraySource:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    @property
+    def origin(self) -> int:
+        """The row of the whole data set where this source starts (0; a shard's first row for :meth:`rows`)."""
+        return 0
 
     def __repr__(self) -> str:
         key = f", key={self.key!r}" if self.key is not None else ""
@@ -197,6 +207,11 @@ class _RangeSource(ArraySource):
     def __init__(self, parent: ArraySource, start: int, stop: int):
         super().__init__(parent.path, parent.key, (stop - start, *parent.shape[1:]), parent.dtype, parent.chunk_rows)
         self._parent, self._start = parent, start
+        self.columns = parent.columns
+
+    @property
+    def origin(self) -> int:
+        return self._parent.origin + self._start
 
     def _read(self, start, stop):
         return self._parent.read(self._start + start, self._start + stop)
@@ -264,6 +279,7 @@ class _ParquetSource(ArraySource):
         ):
             dtype = np.dtype(np.float64)  # nulls (or unknown null counts) need NaN
         self._pf = pf
+        self.columns = tuple(str(n) for n in pf.schema_arrow.names)
         self._group_starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
         self._cache: tuple[int, np.ndarray] | None = None
         super().__init__(path, None, (meta.num_rows, meta.num_columns), dtype, chunk_rows)
@@ -347,7 +363,12 @@ def open_array(path: str | os.PathLike, key: str | None = None, chunk_rows: int 
             return _H5Source(p, key, chunk_rows)
         if suffix == ".parquet":
             return _ParquetSource(p, chunk_rows)
-        return _MemorySource(read_array(p, key), p, key, chunk_rows)
+        source = _MemorySource(read_array(p, key), p, key, chunk_rows)
+    if suffix in (".csv", ".tsv"):
+        from .._columns import file_column_names
+
+        source.columns = file_column_names(p)
+    return source
 
 
 # --------------------------------------------------------------------------- writing
