@@ -53,29 +53,42 @@ def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) ->
     return ((D @ precision) * D).sum(dim=1)
 
 
-def _knn_tables(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(centre, -2 (ref - centre)^T, |ref - centre|^2) of reference rows, float32."""
+def _knn_tables(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centre, ref - centre, -2 (ref - centre)^T, |ref - centre|^2) of reference rows, float32."""
     ref = ref.reshape(ref.shape[0], -1).float()
     centre = ref.mean(dim=0)
     ref = ref - centre
-    return centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1)
+    return centre, ref.contiguous(), (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1)
 
 
-def _knn_mean(x, centre, ref_t, ref_sq, k: int, exclude=None) -> torch.Tensor:
+#: Elements of the (rows, k, features) differences held at once when the nearest rows' distances are
+#: recomputed (a block of rows at a time; one block when exporting).
+EXACT_BLOCK = 1 << 22
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def _knn_mean(x, centre, ref, ref_t, ref_sq, k: int, exclude=None) -> torch.Tensor:
     """Mean distance of each row of ``x`` to its k nearest reference rows (float64 result).
 
-    Both sides are centred on the reference mean (the matrix-product form of the distance
-    loses its digits on data far from the origin); ``|x - c - r|^2 = |x - c|^2 - 2 r.(x - c) + |r|^2``,
-    so one matrix product plus a bias ranks the reference rows and ``|x - c|^2`` is added to the k
-    selected only. ``exclude``: a boolean per row marking rows that are themselves reference rows,
-    whose zero distance to themselves is skipped.
+    Both sides are centred on the reference mean. One matrix product plus a bias ranks the
+    reference rows (``|x - c - r|^2 = |x - c|^2 - 2 r.(x - c) + |r|^2``, whose terms cancel for
+    near neighbours), then the distances of the k selected rows are recomputed from their direct
+    differences: exact to float32 rounding, and the same whatever the batch a row comes in.
+    ``exclude``: a boolean per row marking rows that are themselves reference rows, whose zero
+    distance to themselves is skipped.
     """
     xc = x.reshape(x.shape[0], -1).to(ref_t.dtype) - centre
     part = torch.addmm(ref_sq, xc, ref_t)
     extra = int(exclude is not None and bool(exclude.any()))
     kk = min(k + extra, part.shape[1])
-    d = (part.topk(kk, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
-    d = d.sqrt().to(torch.float64)
+    idx = part.topk(kk, dim=1, largest=False).indices
+    step = xc.shape[0] if _exporting() else max(1, EXACT_BLOCK // max(1, kk * xc.shape[1]))
+    d2 = torch.cat([(xc[i : i + step, None, :] - ref[idx[i : i + step]]).square().sum(-1, dtype=torch.float64)
+                    for i in range(0, xc.shape[0], step)]) if xc.shape[0] else part[:, :kk].double()
+    d = d2.sort(dim=1).values.sqrt()
     if extra and kk > 1:
         own = d[:, 1:].mean(dim=1)  # the row itself is the nearest: skip it
         other = d[:, : kk - 1].mean(dim=1) if kk > k else d.mean(dim=1)
@@ -89,11 +102,11 @@ def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False,
     ``exclude_self``: True when ``x`` is ``ref`` itself, or a boolean tensor marking the rows
     of ``x`` that are rows of ``ref``: their zero distance to themselves is skipped.
     """
-    centre, ref_t, ref_sq = _knn_tables(ref.to(x.device))
+    centre, ref_c, ref_t, ref_sq = _knn_tables(ref.to(x.device))
     n = x.shape[0]
     mask = exclude_self if isinstance(exclude_self, torch.Tensor) else (
         torch.ones(n, dtype=torch.bool, device=x.device) if exclude_self else None)
-    out = [_knn_mean(x[i : i + block], centre, ref_t, ref_sq, k, None if mask is None else mask[i : i + block])
+    out = [_knn_mean(x[i : i + block], centre, ref_c, ref_t, ref_sq, k, None if mask is None else mask[i : i + block])
            for i in range(0, n, block)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
 
@@ -152,14 +165,15 @@ class Knn(Head):
 
     def __init__(self, ref, k: int):
         super().__init__()
-        centre, ref_t, ref_sq = _knn_tables(torch.as_tensor(ref, dtype=torch.float32))
+        centre, ref_c, ref_t, ref_sq = _knn_tables(torch.as_tensor(ref, dtype=torch.float32))
         self.register_buffer("centre", centre)
+        self.register_buffer("ref", ref_c)
         self.register_buffer("ref_t", ref_t)
         self.register_buffer("ref_sq", ref_sq)
         self.k = int(k)
 
     def forward(self, x, out, exclude=None):
-        return _knn_mean(x, self.centre, self.ref_t, self.ref_sq, self.k, exclude)
+        return _knn_mean(x, self.centre, self.ref, self.ref_t, self.ref_sq, self.k, exclude)
 
 
 class Variational(Head):
