@@ -85,9 +85,13 @@ def _knn_mean(x, centre, ref, ref_t, ref_sq, k: int, exclude=None) -> torch.Tens
     extra = int(exclude is not None and bool(exclude.any()))
     kk = min(k + extra, part.shape[1])
     idx = part.topk(kk, dim=1, largest=False).indices
-    step = xc.shape[0] if _exporting() else max(1, EXACT_BLOCK // max(1, kk * xc.shape[1]))
-    d2 = torch.cat([(xc[i : i + step, None, :] - ref[idx[i : i + step]]).square().sum(-1, dtype=torch.float64)
-                    for i in range(0, xc.shape[0], step)]) if xc.shape[0] else part[:, :kk].double()
+    n = xc.shape[0]
+    if not isinstance(n, int) or _exporting():  # a graph: one block, whatever the batch size
+        d2 = (xc[:, None, :] - ref[idx]).square().sum(-1, dtype=torch.float64)
+    else:
+        step = max(1, EXACT_BLOCK // max(1, kk * xc.shape[1]))
+        d2 = torch.cat([(xc[i : i + step, None, :] - ref[idx[i : i + step]]).square().sum(-1, dtype=torch.float64)
+                        for i in range(0, n, step)]) if n else part[:, :kk].double()
     d = d2.sort(dim=1).values.sqrt()
     if extra and kk > 1:
         own = d[:, 1:].mean(dim=1)  # the row itself is the nearest: skip it
