@@ -2,7 +2,7 @@
 
 import logging
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 from . import exceptions  # noqa: E402
 from .estimators import PCA, VAE, Autoencoder  # noqa: E402

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from .exceptions import DataFileNotFoundError, OutputIsAFolderError, PersistenceError
 
-__all__ = ["MARKER", "atomic_path", "write_owned", "check_owned", "verify_owned", "owned_files"]
+__all__ = ["MARKER", "atomic_path", "write_owned", "write_folder", "check_owned", "verify_owned", "owned_files"]
 
 #: The ownership marker in every folder aelab writes.
 MARKER = ".aelab.json"
@@ -308,7 +308,7 @@ def write_owned(folder, kind: str, fill: Callable[[Path], object], *, keep: bool
     with an error naming it, and nothing changes. Then the new folder takes the place of
     the old in one atomic swap, and the old content is removed.
     """
-    from . import __version__
+    from ._version import __version__
 
     folder = Path(folder)
     old = owned_files(folder, kind)  # refuses a foreign folder before any work
@@ -385,3 +385,20 @@ def verify_owned(folder, kind: str, names=None) -> bool:
             raise PersistenceError(f"{str(file)!r} is damaged ({how}): truncated or edited after aelab wrote it. "
                                    f"aelab refuses a damaged {KINDS[kind]}; write it again (or restore a copy).")
     return True
+
+
+def write_folder(path, kind: str, tensors: dict, documents: dict[str, dict], tensor_file: str) -> None:
+    """Write ``tensors`` (safetensors) and JSON ``documents`` as the aelab ``kind`` folder ``path``.
+
+    All at once (:func:`aelab._fs.write_owned`): the folder appears complete or not at all,
+    a previous one survives a crash, and files in it that aelab did not write are kept.
+    """
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / tensor_file))
+        for name, obj in documents.items():
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2)
+
+    write_owned(path, kind, fill)

@@ -107,8 +107,9 @@ class Checkpointer:
         return (epoch + 1) % self.every == 0 or last
 
     def save(self, state: TrainState, rng: dict) -> None:
-        from . import __version__
-        from .persistence import _jsonable, write_folder
+        from ._version import __version__
+        from ._fs import write_folder
+        from .config import jsonable as _jsonable
 
         rngs = self.comm.gather(rng)
         if self.comm.rank != 0:
@@ -203,7 +204,7 @@ def read_checkpoint(folder, comm, fingerprint: dict) -> TrainState:
     if doc["world_size"] != comm.world:
         raise ConfigError(f"the checkpoint was written by {doc['world_size']} process(es) but this run has "
                           f"{comm.world}; resume with --nproc {doc['world_size']}.")
-    from .persistence import _jsonable
+    from .config import jsonable as _jsonable
 
     theirs, ours = doc["fingerprint"], _jsonable(fingerprint)
     if theirs.get("data_path") != ours.get("data_path") and "data_path" in theirs:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .exceptions import ConfigError
 
 
@@ -56,3 +58,20 @@ class TrainConfig:
     min_delta: float = 1e-4             # relative improvement that counts
     grad_clip: float | None = 10.0      # max global gradient norm; None disables
     extra: dict = field(default_factory=dict)
+
+
+def jsonable(v):
+    """``v`` with tuples as lists and NumPy scalars as Python numbers; values JSON cannot hold become None."""
+    if isinstance(v, tuple):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return None  # e.g. a np.random.Generator as random_state: not reproducible from a file

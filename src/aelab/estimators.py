@@ -33,7 +33,8 @@ from .layout import INPUT_KINDS, Layout, resolve_layout
 from .models import build_model
 from .preprocessing import NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_scaler
 from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES, check_score, resolve_score
-from .training import permuted_batches, resolve_device, train, validation_split
+from .device import resolve_device
+from .training import permuted_batches, train, validation_split
 
 __all__ = ["Autoencoder", "VAE", "PCA", "load"]
 
@@ -360,7 +361,7 @@ class _Base(ParamsBase):
         ``resume``: a checkpoint folder to continue from (same data and settings), ending
         with the weights the uninterrupted run would have.
         """
-        from .distributed import current
+        from .comm import current
 
         self._validate_params_()
         owner = type(self).__name__

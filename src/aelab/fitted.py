@@ -250,7 +250,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     a second pass is needed). Data-parallel (``comm``), X is this rank's shard: the code
     statistics are merged and the sums added over ranks, and the scores gathered in row order.
     """
-    from .distributed import Comm
+    from .comm import Comm
 
     comm = comm or Comm()
     keep = not is_source(X) and score not in KNN_SCORES
@@ -313,7 +313,7 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     shard of the n rows: each rank contributes its reference rows, in row order, and the
     returned mask covers the shard.
     """
-    from .distributed import Comm
+    from .comm import Comm
 
     comm = comm or Comm()
     pick = np.sort(np.random.default_rng(seed).permutation(n)[:rows]) if n > rows else np.arange(n)

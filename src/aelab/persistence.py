@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._fs import verify_owned, write_owned
+from ._fs import verify_owned, write_folder
+from .config import jsonable as _jsonable
 from .exceptions import PersistenceError
 
 FORMAT = "aelab-model"
@@ -34,28 +35,12 @@ _FILES = ("config.json", "weights.safetensors", "meta.json")
 _MAX_JSON_BYTES = 64 * 2**20
 
 
-def _jsonable(v):
-    if isinstance(v, tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return None  # e.g. a np.random.Generator as random_state: not reproducible from a file
-
-
 def save(path, class_name: str, params: dict, fitted) -> None:
     """Write the fitted state ``fitted`` (an :class:`aelab.fitted.Fitted`) of a ``class_name`` estimator.
 
     Estimators call it as ``est.save(path)``. The folder appears complete or not at all.
     """
-    from . import __version__
+    from ._version import __version__
 
     state, tensors = fitted.to_state()
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "class": class_name,
@@ -63,23 +48,6 @@ def save(path, class_name: str, params: dict, fitted) -> None:
     meta = {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_folder(path, "model", tensors, {"config.json": config, "meta.json": meta}, "weights.safetensors")
-
-
-def write_folder(path, kind: str, tensors: dict, documents: dict[str, dict], tensor_file: str) -> None:
-    """Write ``tensors`` (safetensors) and JSON ``documents`` as the aelab ``kind`` folder ``path``.
-
-    All at once (:func:`aelab._fs.write_owned`): the folder appears complete or not at all,
-    a previous one survives a crash, and files in it that aelab did not write are kept.
-    """
-    from safetensors.torch import save_file
-
-    def fill(tmp: Path) -> None:
-        save_file(tensors, str(tmp / tensor_file))
-        for name, obj in documents.items():
-            with open(tmp / name, "w", encoding="utf-8") as f:
-                json.dump(obj, f, indent=2)
-
-    write_owned(path, kind, fill)
 
 
 def _read_json(file: Path) -> dict:
@@ -111,7 +79,7 @@ def read(path, device: str, classes: list[str]):
     from safetensors.torch import load_file
 
     from .fitted import Fitted
-    from .training import resolve_device
+    from .device import resolve_device
 
     path = Path(path)
     if not path.is_dir():

@@ -101,7 +101,7 @@ footer{margin-top:3em;font-size:.8em;color:#777}
 
 def render_html(sections: Sequence[Section], title: str = "aelab report") -> str:
     """The report as one HTML string (figures rendered to embedded PNGs)."""
-    from . import __version__
+    from ._version import __version__
 
     parts = []
     for i, sec in enumerate(sections):

@@ -18,21 +18,10 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .device import resolve_device  # noqa: F401 (re-exported)
 from .exceptions import TrainingError
 
 log = logging.getLogger("aelab")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``: $AELAB_DEVICE when set (e.g. ``cpu`` to keep a CUDA machine's GPU free), else CUDA when present."""
-    if device == "auto":
-        device = os.environ.get("AELAB_DEVICE", "").strip() or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .exceptions import ConfigError
-
-        raise ConfigError("device='cuda' was requested but CUDA is not available here; use device='auto' or 'cpu'.")
-    return dev
 
 
 def permuted_batches(X: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
@@ -117,7 +106,7 @@ def train(
     from, saved and restored with it.
     """
     from .checkpoint import TrainState, rng_state, set_rng_state
-    from .distributed import Comm
+    from .comm import Comm
 
     comm = comm or Comm()
     wrapped = wrapped if wrapped is not None else model

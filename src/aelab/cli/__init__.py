@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> Parser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = Parser(prog="aelab", description="Autoencoders for unsupervised learning and anomaly detection.",
                     epilog="examples:\n  aelab demo --out demo-output\n"

@@ -145,7 +145,7 @@ class ScoreGraph(nn.Module):
 
 def metadata(fitted: Fitted, output: str = "score", score: str | None = None) -> dict[str, str]:
     """The model properties an exported file carries (all strings; JSON where structured)."""
-    from .. import __version__
+    from .._version import __version__
 
     f, score = fitted, score or fitted.score
     cfg = f.model_cfg
