@@ -217,3 +217,24 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path, X, capsys):
     assert main(["explain", str(model), str(bad), "--out", str(out)]) == 2
     assert "3 features" in capsys.readouterr().err
     assert out.read_bytes() == before  # a failed run leaves the earlier table
+
+
+def test_report_why_flagged_section(X):
+    from aelab.report import model_report
+
+    est = aelab.Autoencoder(latent_dim=2, epochs=3, random_state=0).fit(X)
+    Xt = X[:60].copy()
+    Xt[7, 2] += 12.0  # the most anomalous row, through feature 2
+    sec = {s.title: s for s in model_report(est, Xt)}["Why flagged"]
+    rows = sec.tables["top features of the most anomalous rows"]
+    assert rows[0]["row"] == 7 and rows[0]["rank"] == 1 and rows[0]["feature"] == "2"
+    assert rows[0]["value"] == pytest.approx(Xt[7, 2])
+    assert rows[0]["scaled (sd from the training mean)"] > 3
+    assert "add up to its score" in sec.text
+
+    rng = np.random.default_rng(0)
+    imgs = (rng.random((80, 8, 8)) * 0.3).astype("float32")
+    ie = aelab.Autoencoder(latent_dim=2, epochs=2, random_state=0).fit(imgs)
+    sec = {s.title: s for s in model_report(ie, imgs[:20])}["Why flagged"]
+    fig = sec.figures["most anomalous inputs, reconstructions and contributions"]
+    assert [a.get_title() for a in fig.axes] == ["input", "reconstruction", "contribution to the score"]

@@ -187,7 +187,7 @@ def test_model_report_sections(tmp_path):
     est = aelab.Autoencoder(latent_dim=3, hidden=(16,), arch="dense", epochs=2, random_state=0).fit(X)
     sections = model_report(est, X, labels)
     titles = [s.title for s in sections]
-    assert titles == ["Model: Autoencoder", "Reconstructions", "Anomaly scores", "Latent space", "Training"]
+    assert titles == ["Model: Autoencoder", "Reconstructions", "Anomaly scores", "Why flagged", "Latent space", "Training"]
     scores = sections[2]
     assert set(scores.figures) == {"score histogram", "ROC curve (log FPR)"}
     metrics = {r["metric"]: r["value"] for r in scores.tables["detection metrics"]}
@@ -215,7 +215,7 @@ def test_model_report_tabular_without_labels():
     sections = model_report(aelab.PCA(n_components=2).fit(X), X)
     titles = [s.title for s in sections]
     assert "Reconstructions" not in titles and "Training" not in titles  # no images, no training history
-    assert titles[:3] == ["Model: PCA", "Anomaly scores", "Latent space"]
+    assert titles[:4] == ["Model: PCA", "Anomaly scores", "Why flagged", "Latent space"]
     assert "ROC curve (log FPR)" not in sections[1].figures
 
 

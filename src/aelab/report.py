@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Section", "format_table", "render_html", "write_report", "model_report"]
+__all__ = ["Section", "format_table", "render_html", "write_report", "model_report", "why_flagged"]
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -207,6 +207,7 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
         score_sec.tables["detection metrics"] = detection_rows(y, scores)
         score_sec.figures["ROC curve (log FPR)"] = plots.roc_curves(y, {str(estimator.score_): scores})
     sections.append(score_sec)
+    sections.append(why_flagged(estimator, X, scores))
     keep = np.random.default_rng(0).permutation(len(X))[:max_points]
     Z = estimator.transform(X[keep])
     sections.append(
@@ -227,3 +228,37 @@ def model_report(estimator: Any, X: Any, labels: Any = None, *, max_points: int 
             )
         )
     return sections
+
+
+def why_flagged(estimator: Any, X: Any, scores: np.ndarray, n: int = 5, top: int = 3) -> Section:
+    """"Why flagged": the ``n`` most anomalous rows explained (``estimator.explain``, method "auto").
+
+    Tables: each row's ``top`` features, their values and where they lie against the training
+    data (in training standard deviations from the mean for standardised columns, else within
+    the training range, 0 = minimum, 1 = maximum). Images: the image, its reconstruction and
+    the attribution map side by side.
+    """
+    from . import plots
+
+    rows = np.argsort(-scores, kind="stable")[:n]
+    e = estimator.explain(X[rows], n_permutations=16)
+    how = f"{e.method} ({e.algorithm}"
+    how += ", exact)" if e.exact else ", sampled)"
+    text = (f"The {len(rows)} most anomalous rows and the inputs behind their scores, by {how}: each row's "
+            f"contributions add up to its score minus the base value {e.base_value:.4g}. See docs/explain.md.")
+    if estimator.input_kind_ == "image" and plots.as_images(X[rows]) is not None:
+        rec = estimator.reconstruct(X[rows])
+        return Section("Why flagged", text, figures={
+            "most anomalous inputs, reconstructions and contributions":
+                plots.attribution_rows(X[rows], rec, e.contributions, n=n)})
+    scaled = estimator.fitted_.scaler.transform(np.asarray(X[rows])).reshape(len(rows), -1)
+    unit = "sd from the training mean" if estimator.fitted_.scaler.kind == "standard" else "in the training range"
+    labels = e.labels()
+    values = np.asarray(X[rows], dtype=np.float64).reshape(len(rows), -1)
+    table = []
+    for i, idx in enumerate(e.top(top)):
+        for rank, j in enumerate(idx, 1):
+            table.append({"row": int(rows[i]), "score": float(e.score[i]), "rank": rank, "feature": labels[j],
+                          "value": float(values[i, j]), f"scaled ({unit})": float(scaled[i, j]),
+                          "contribution": float(e.flat[i, j])})
+    return Section("Why flagged", text, tables={"top features of the most anomalous rows": table})
