@@ -238,3 +238,36 @@ def test_report_why_flagged_section(X):
     sec = {s.title: s for s in model_report(ie, imgs[:20])}["Why flagged"]
     fig = sec.figures["most anomalous inputs, reconstructions and contributions"]
     assert [a.get_title() for a in fig.axes] == ["input", "reconstruction", "contribution to the score"]
+
+
+@pytest.mark.parametrize("make", [lambda X: aelab.Autoencoder(latent_dim=2, epochs=3, random_state=0).fit(X),
+                                  lambda X: aelab.PCA(n_components=2, anomaly_score="relative+latent").fit(X)],
+                         ids=["ae-default", "pca-relative+latent"])
+def test_onnx_attribution_matches_explain_error(tmp_path, X, make):
+    import onnxruntime as ort
+
+    est = make(X)
+    path = est.export_onnx(tmp_path / "attr.onnx", output="attribution")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    a = sess.run(None, {name: X[:37]})[0]  # any batch size
+    e = est.explain(X[:37], method="error")
+    assert a.shape == e.contributions.shape and a.dtype == np.float64
+    np.testing.assert_allclose(a, e.contributions, rtol=1e-4, atol=1e-5 * np.abs(e.flat).max())
+    score = ort.InferenceSession(str(est.export_onnx(tmp_path / "s.onnx")), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(a.reshape(37, -1).sum(axis=1), score.run(None, {name: X[:37]})[0], rtol=1e-6)
+
+
+def test_onnx_attribution_of_images_has_their_shape(tmp_path):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    imgs = rng.random((100, 8, 8)).astype("float32")
+    est = aelab.Autoencoder(latent_dim=2, epochs=2, random_state=0).fit(imgs)
+    sess = ort.InferenceSession(str(est.export_onnx(tmp_path / "a.onnx", output="attribution")),
+                                providers=["CPUExecutionProvider"])
+    a = sess.run(None, {sess.get_inputs()[0].name: imgs[:5]})[0]
+    e = est.explain(imgs[:5], method="error")
+    assert a.shape == (5, 8, 8)
+    np.testing.assert_allclose(a, e.contributions, rtol=1e-4, atol=1e-4 * np.abs(e.flat).max())
+    np.testing.assert_allclose(a.sum(axis=(1, 2)), e.score, rtol=1e-5)

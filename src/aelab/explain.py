@@ -150,9 +150,9 @@ class Explanation:
 # ---------------------------------------------------------------------------------- "error"
 def _decoder_rule(model, x, total, z, centre, mask_zeros: bool) -> torch.Tensor:
     """Share ``total`` (m,) among the inputs in proportion to (dec(z) - dec(centre))^2 (float64)."""
-    delta = (model.decode(z) - model.decode(centre.to(z.dtype).expand_as(z))).reshape(len(z), -1).double()
+    delta = (model.decode(z) - model.decode(centre.to(z.dtype).expand_as(z))).reshape(z.shape[0], -1).double()
     if mask_zeros:
-        delta = torch.where(x.reshape(len(x), -1) == 0, torch.zeros_like(delta), delta)
+        delta = torch.where(x.reshape(x.shape[0], -1) == 0, torch.zeros_like(delta), delta)
     w = delta.square()
     s = w.sum(dim=1, keepdim=True)
     uniform = torch.full_like(w, 1.0 / w.shape[1])
@@ -160,30 +160,36 @@ def _decoder_rule(model, x, total, z, centre, mask_zeros: bool) -> torch.Tensor:
     return total.double()[:, None] * share
 
 
-def _knn_split(x: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, D) float64: the mean distance to the k nearest rows of ``ref``, split by squared per-feature
-    differences; its rows sum to that distance."""
-    xf = x.reshape(len(x), -1)
+def _neighbours(x: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - r for its k nearest reference rows r, (m, k, D) float64; the score's neighbour distance d_k)."""
+    xf = x.reshape(x.shape[0], -1)
     centre = ref.mean(dim=0)
-    kk = min(k, ref.shape[0])
-    idx = torch.cdist(xf.to(ref.dtype) - centre, ref - centre).topk(kk, dim=1, largest=False).indices
-    diff = xf.double()[:, None, :] - ref.double()[idx]          # (m, k, D)
+    idx = torch.cdist(xf.to(ref.dtype) - centre, ref - centre).topk(min(k, ref.shape[0]), dim=1, largest=False).indices
+    return xf.double()[:, None, :] - ref.double()[idx], knn_distance(x, ref, k)
+
+
+def _knn_split(diff: torch.Tensor, dk: torch.Tensor) -> torch.Tensor:
+    """(m, D) float64: the mean distance to the k nearest rows, |x - r| = sum_j (x_j - r_j)^2 / |x - r|, split
+    by squared per-feature differences and rescaled to the score's own d_k (float32 arithmetic), so that each
+    row sums to the score's term."""
     sq = diff.square()
     dist = sq.sum(dim=2).sqrt()                                  # (m, k)
     w = torch.where(dist > 0, 1.0 / dist.clamp_min(1e-300), torch.zeros_like(dist))
     split = (sq * w[..., None]).mean(dim=1)
-    # rescaled to the score's own neighbour distance (float32 arithmetic), so the sum is the score's term
-    dk = knn_distance(x, ref, k)
     total = split.sum(dim=1, keepdim=True)
-    return torch.where(total > 0, split * (dk[:, None] / total.clamp_min(1e-300)), split)
+    return torch.where(total > 0, split * (dk.double()[:, None] / total.clamp_min(1e-300)), split)
 
 
 def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse",
-                      stats: dict | None = None) -> torch.Tensor:
+                      stats: dict | None = None, neighbours=None) -> torch.Tensor:
     """Per-input contributions (m, D) float64 of one network batch ``x`` whose rows sum to the score
-    (the "error" method; see :mod:`aelab.explain` for the rule of each term)."""
+    (the "error" method; see :mod:`aelab.explain` for the rule of each term).
+
+    ``neighbours(x) -> (x - r for the k nearest r (m, k, D), d_k (m,))`` replaces the search of the
+    "knn" scores (the exported ONNX graph brings its own).
+    """
     out = model(x, sample=False)
-    m = len(x)
+    m = x.shape[0]
     xf, rf = x.reshape(m, -1).double(), out.x_hat.reshape(m, -1).double()
     d = xf.shape[1]
     sq = (xf - rf).square()
@@ -208,7 +214,9 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
         name = score.split("+")[0]
         return rec(name) / stats[name] + latent() / stats["latent_mean"].shape[0]
     if score in KNN_SCORES:
-        split = _knn_split(x, stats["knn_ref"], stats["knn_k"])
+        diff, dk = (neighbours(x) if neighbours is not None
+                    else _neighbours(x, stats["knn_ref"], stats["knn_k"]))
+        split = _knn_split(diff, dk)
         if score == "knn":
             return split
         if score == "mse+knn":

@@ -9,7 +9,10 @@ takes the user's raw rows, float32 of shape ``(batch, *input_shape)`` in the uni
   mean and precision, the training means of the reconstruction terms, the reference rows
   of the "knn" scores with a matrix product and a top-k). The VAE is evaluated at z = mu;
 * ``"reconstruction"``: ``reconstruct``, float32 in the input's shape and units;
-* ``"latent"``: ``transform``, float32 ``(batch, latent_dim)``.
+* ``"latent"``: ``transform``, float32 ``(batch, latent_dim)``;
+* ``"attribution"``: ``explain(X, method="error").contributions``, float64 in the input's shape:
+  the exact decomposition of the score over the inputs (:func:`aelab.explain.error_attribution`),
+  so that a deployed model explains its own flags.
 
 The model's properties (``metadata_props``) hold :func:`metadata`: aelab version, score,
 threshold and its rule, input name, shape, dtype and feature count. The score is the same
@@ -55,7 +58,7 @@ from ..scoring import FITTED_SCORES, KNN_SCORES, check_score, knn_combined, scor
 __all__ = ["OUTPUTS", "ENGINES", "export_onnx", "onnx_model", "metadata", "quantize_int8", "int8_cost",
            "format_int8_cost", "onnx_session", "run_session", "onnx_scores", "pick_engine", "ScoreGraph"]
 
-OUTPUTS = ("score", "reconstruction", "latent")
+OUTPUTS = ("score", "reconstruction", "latent", "attribution")
 ENGINES = ("torch", "onnxruntime", "auto")
 INPUT_NAME = "input"
 OPSET = 18
@@ -96,7 +99,7 @@ class ScoreGraph(nn.Module):
         _check_choice("output", output, OUTPUTS)
         f = fitted
         self.output, self.score = output, score or f.score
-        if output == "score":
+        if output in ("score", "attribution"):
             check_score(self.score, bool(f.model_cfg.variational), "this model")
         self.layout, self.net_shape, self.recon_kind = f.layout, f.net_shape, f.recon_kind
         self.model = copy.deepcopy(f.model).cpu().eval()
@@ -107,7 +110,7 @@ class ScoreGraph(nn.Module):
             self.register_buffer("offset64", torch.from_numpy(f.scaler.offset.astype(np.float64)))
             self.register_buffer("scale64", torch.from_numpy(f.scaler.scale.astype(np.float64)))
         self.floats, self.tensors = {}, []
-        if output == "score" and self.score in FITTED_SCORES:
+        if output in ("score", "attribution") and self.score in FITTED_SCORES:
             for name, v in f.score_stats().items():  # ConfigError for folders without the statistics
                 if name == "knn_ref":
                     if self.score not in KNN_SCORES:
@@ -119,6 +122,8 @@ class ScoreGraph(nn.Module):
                     self._const("knn_centre", centre)
                     self._const("knn_ref_t", (-2.0 * ref).T.contiguous())
                     self._const("knn_ref_sq", ref.square().sum(dim=1))
+                    if output == "attribution":  # the neighbours' rows themselves
+                        self._const("knn_ref_c", ref)
                 elif torch.is_tensor(v):
                     self._const(name, v.detach().cpu())
                 else:
@@ -167,10 +172,32 @@ class ScoreGraph(nn.Module):
         d2 = (part.topk(k, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
         return d2.sqrt().to(torch.float64).mean(dim=1)
 
+    def _neighbours(self, x: torch.Tensor):
+        """(x - r for the k nearest reference rows r, d_k): :meth:`_knn` keeping the indices."""
+        xc = x.reshape(x.shape[0], -1) - getattr(self, HEAD + "knn_centre")
+        part = xc @ getattr(self, HEAD + "knn_ref_t") + getattr(self, HEAD + "knn_ref_sq")
+        k = min(int(self.floats["knn_k"]), part.shape[1])
+        values, idx = part.topk(k, dim=1, largest=False)
+        d2 = (values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
+        diff = xc.to(torch.float64)[:, None, :] - getattr(self, HEAD + "knn_ref_c").to(torch.float64)[idx]
+        return diff, d2.sqrt().to(torch.float64).mean(dim=1)
+
+    def _attribution(self, xs: torch.Tensor) -> torch.Tensor:
+        from ..explain import error_attribution
+
+        stats = self._stats() if self.score in FITTED_SCORES else None
+        a = error_attribution(self.model, xs, self.score, self.recon_kind, stats,
+                              neighbours=self._neighbours if self.score in KNN_SCORES else None)
+        if self.layout.channels_last:
+            a = a.reshape(-1, *self.layout.image_shape).permute(0, 2, 3, 1)
+        return a.reshape(-1, *self.layout.input_shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self._to_net(x)
         if self.output == "latent":
             return self.model.encode(xs)[0]
+        if self.output == "attribution":
+            return self._attribution(xs)
         out = self.model(xs, sample=False)
         if self.output == "reconstruction":
             return self._from_net(out.x_hat)
@@ -191,9 +218,9 @@ def metadata(fitted: Fitted, output: str = "score", score: str | None = None) ->
             "input_dtype": "float32", "input_shape": json.dumps(list(f.layout.input_shape)),
             "n_features": str(f.layout.n_features), "input_kind": f.layout.kind,
             "channels_last": json.dumps(f.layout.channels_last), "latent_dim": str(cfg.latent_dim)}
-    if output == "score":
+    if output in ("score", "attribution"):
         meta["score"] = score
-        if score == f.score:  # the threshold belongs to the default score
+        if score == f.score and output == "score":  # the threshold belongs to the default score
             meta["threshold"] = repr(float(f.threshold))
             meta["threshold_rule"] = json.dumps(f.threshold_rule)
     return meta
