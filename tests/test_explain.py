@@ -271,3 +271,24 @@ def test_onnx_attribution_of_images_has_their_shape(tmp_path):
     assert a.shape == (5, 8, 8)
     np.testing.assert_allclose(a, e.contributions, rtol=1e-4, atol=1e-4 * np.abs(e.flat).max())
     np.testing.assert_allclose(a.sum(axis=(1, 2)), e.score, rtol=1e-5)
+
+
+def test_nearest_background_is_shapley_against_each_rows_neighbours(X):
+    pca = aelab.PCA(n_components=2, anomaly_score="mse").fit(X)
+    bg = X[100:160]
+    e = pca.explain(X[:3], background=bg, nearest=5)
+    assert e.algorithm == "closed form" and np.shape(e.base_value) == (3,)
+    np.testing.assert_allclose(e.residual(), 0, atol=1e-5)
+    to_net = pca.fitted_.to_net  # neighbours in the scaled units the network sees
+    d = ((to_net(X[:3])[:, None, :] - to_net(bg)[None]) ** 2).sum(-1)
+    fn = _scorer(pca)
+    for i in range(3):
+        phi, base = shapley_enumerate(fn, X[i], bg[np.argsort(d[i])[:5]])
+        np.testing.assert_allclose(e.flat[i], phi, atol=2e-5 * np.abs(phi).max())
+        assert e.base_value[i] == pytest.approx(base, rel=1e-5)
+    ae = aelab.Autoencoder(latent_dim=2, epochs=3, random_state=0).fit(X)
+    s = ae.explain(X[:4], method="shapley", nearest=10, n_permutations=8)
+    assert np.shape(s.base_value) == (4,)
+    np.testing.assert_allclose(s.base_value + s.flat.sum(axis=1), s.score, rtol=1e-9)
+    with pytest.raises(ConfigError, match="nearest"):
+        ae.explain(X[:2], nearest=0)

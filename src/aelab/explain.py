@@ -82,7 +82,8 @@ class Explanation:
 
     ``contributions``: (n, *input shape), float64; ``score``: (n,), the model's score;
     ``base_value``: the score with no input "present" (0 for "error"; the background's mean
-    score for "shapley"): ``score == base_value + contributions.sum()`` per row.
+    score for "shapley"; one per row with ``nearest``): ``score == base_value + contributions.sum()``
+    per row.
     ``exact``: True when the contributions are the method's exact values (the "error"
     decomposition, closed-form Shapley values), False for sampled Shapley values, whose
     standard errors are in ``error`` (same shape). ``method``: "error" or "shapley";
@@ -92,7 +93,7 @@ class Explanation:
 
     contributions: np.ndarray
     score: np.ndarray
-    base_value: float
+    base_value: float | np.ndarray
     exact: bool
     method: str
     algorithm: str
@@ -306,17 +307,23 @@ def _quadratic_form(fitted, score: str, stats: dict):
     return A.numpy(), c.numpy(), c0
 
 
-def _closed_form(Xn: np.ndarray, Bn: np.ndarray, A, c, c0):
-    """Exact interventional Shapley values of x'Ax + c'x + c0 (rows of Xn) against background rows Bn."""
+def _closed_form(Xn: np.ndarray, Bn: np.ndarray, A, c, c0, choices: np.ndarray | None = None):
+    """Exact interventional Shapley values of x'Ax + c'x + c0 (rows of Xn) against background rows Bn
+    (row i against ``Bn[choices[i]]`` when given). Returns (phi (n, D), base (n,))."""
     X = Xn.astype(np.float64)
     B = Bn.astype(np.float64)
-    mu = B.mean(axis=0)
-    M = B.T @ B / len(B)
+    BA = B @ A                                  # (A b)' per background row
+    diagAM = B * BA                             # b_k (A b)_k: row means give (A M)_kk
+    if choices is None:
+        mu = np.broadcast_to(B.mean(axis=0), X.shape)
+        dAM = np.broadcast_to(diagAM.mean(axis=0), X.shape)
+    else:
+        mu, dAM = B[choices].mean(axis=1), diagAM[choices].mean(axis=1)
     AX = X @ A          # (n, D): (A x) per row (A symmetric)
-    Amu = A @ mu
-    phi = c * (X - mu) + X * AX + X * Amu - mu * AX - np.sum(A * M, axis=1)
-    base = float(np.sum(A * M) + c @ mu + c0)
-    return phi, base
+    phi = c * (X - mu) + X * AX + X * (mu @ A) - mu * AX - dAM
+    if choices is None:
+        return phi, float(diagAM.mean(axis=0).sum() + B.mean(axis=0) @ c + c0)
+    return phi, dAM.sum(axis=1) + mu @ c + c0
 
 
 class _PointScorer:
@@ -362,7 +369,7 @@ class _PointScorer:
 
 
 def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: int, rng, fX: np.ndarray,
-             fB: np.ndarray, base: float):
+             fB: np.ndarray, base, choices: np.ndarray | None = None):
     """Permutation sampling with antithetic pairs and the background score as control variate.
 
     Returns (phi, se), each (n, G). For pair t of row x: a random permutation pi and a
@@ -370,11 +377,13 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
     the opposite order; each player's marginal gains on the two paths are averaged (Y_t).
     With C_t = f(b_t) - base (known mean 0), phi = mean(Y) - beta mean(C), beta_g =
     cov(Y_g, C) / var(C); since sum_g Y_tg = f(x) - base - C_t, sum_g beta_g = -1 and phi
-    sums to f(x) - base exactly.
+    sums to f(x) - base exactly. ``base``: a number or one per row; ``choices``: each row's own
+    background rows (indices into Bn), default all.
     """
     n, D = Xn.shape
     G = int(groups.max()) + 1
     T = n_pairs
+    base = np.broadcast_to(np.asarray(base, dtype=np.float64), (n,))
     phi = np.zeros((n, G))
     se = np.zeros((n, G))
     if G == 1:
@@ -387,8 +396,9 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
     for s in range(0, n, chunk):
         X = torch.as_tensor(Xn[s : s + chunk], dtype=torch.float32)
         r = len(X)
-        b_idx = np.stack([rng.permutation(len(Bn))[:T] if len(Bn) >= T else rng.integers(len(Bn), size=T)
-                          for _ in range(r)])                                  # (r, T)
+        pool = [np.arange(len(Bn)) if choices is None else choices[s + i] for i in range(r)]
+        b_idx = np.stack([p[rng.permutation(len(p))[:T]] if len(p) >= T else p[rng.integers(len(p), size=T)]
+                          for p in pool])                                      # (r, T)
         perms = np.argsort(rng.random((r, T, G)), axis=2)                      # players in order of entry
         rank = np.argsort(perms, axis=2)                                       # position of each player
         rk = torch.from_numpy(rank[:, :, groups])                              # (r, T, D)
@@ -408,7 +418,7 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
         for step in range(G):
             Y[rows, ts, perms[:, :, step]] += 0.5 * gains[:, :, 0, step]
             Y[rows, ts, perms[:, :, G - 1 - step]] += 0.5 * gains[:, :, 1, step]
-        C = fb - base                                                          # (r, T)
+        C = fb - base[s : s + r, None]                                         # (r, T)
         Cc = C - C.mean(axis=1, keepdims=True)
         Yc = Y - Y.mean(axis=1, keepdims=True)
         var_c = np.sum(Cc * Cc, axis=1)                                        # (r,)
@@ -453,6 +463,20 @@ def _background(fitted, background, owner: str):
     return None
 
 
+def _nearest(Xn: np.ndarray, Bn: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """(n, k) indices of each row's k nearest background rows, rows equal to it left out."""
+    B = torch.as_tensor(Bn, dtype=torch.float32)
+    centre = B.mean(dim=0)
+    B = B - centre
+    k = min(k, len(B))
+    out = []
+    for i in range(0, len(Xn), block):
+        d = torch.cdist(torch.as_tensor(Xn[i : i + block], dtype=torch.float32) - centre, B)
+        d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
+        out.append(d.topk(k, dim=1, largest=False).indices.numpy())
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
 def _feature_names(X, estimator, n_values: int):
     cols = getattr(X, "columns", None)
     if cols is None:
@@ -467,7 +491,7 @@ def _feature_names(X, estimator, n_values: int):
 
 
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
-            n_permutations: int = 32, random_state=0) -> Explanation:
+            n_permutations: int = 32, nearest: int | None = None, random_state=0) -> Explanation:
     """Contributions of every input value of every row of X to its anomaly score.
 
     ``method``: "error" (the exact decomposition of the score), "shapley" (Shapley values
@@ -476,7 +500,9 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     models without them need it). ``score``: the score to explain (default: the model's).
     ``patch``: images, pixels per side of the square patches whose Shapley values are
     sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
-    (in antithetic pairs). ``random_state`` seeds the sampler.
+    (in antithetic pairs). ``nearest``: Shapley values of each row against only its ``nearest``
+    background rows (the most similar training rows; rows equal to it left out) instead of all, so
+    the base value is one per row. ``random_state`` seeds the sampler.
     """
     f = estimator.fitted_ if hasattr(estimator, "fitted_") else estimator
     owner = type(estimator).__name__
@@ -486,6 +512,9 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 4:
         raise ConfigError(f"n_permutations must be an integer >= 4 (antithetic pairs, at least two for a "
                           f"standard error), got {n_permutations!r}.")
+    if nearest is not None and (not isinstance(nearest, (int, np.integer)) or isinstance(nearest, bool)
+                                or nearest < 1):
+        raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
     score = score or f.score
     check_score(score, variational, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
@@ -529,21 +558,22 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
 
     fn = _PointScorer(f, score, stats)
     scores = f.scores(X, score, owner)
+    choices = None if nearest is None else _nearest(Xn, Bn, int(nearest))
     if chosen == "closed":
         A, c, c0 = quad
         Xs = Xn[: min(n, 8)].astype(np.float64)
         q = np.einsum("nd,de,ne->n", Xs, A, Xs) + Xs @ c + c0
         if np.allclose(q, scores[: len(Xs)], rtol=1e-4, atol=1e-6):
-            phi, base = _closed_form(Xn, Bn, A, c, c0)
+            phi, base = _closed_form(Xn, Bn, A, c, c0, choices)
             return Explanation(to_user(phi), scores, base, True, "shapley", "closed form", score, None, names,
                                note, f.layout.input_shape)
         chosen, note = "sampled", note + " (the closed form did not match the score: sampled instead)"
 
     rng = np.random.default_rng(random_state)
     fB = fn(Bn)
-    base = float(fB.mean())
+    base = float(fB.mean()) if choices is None else fB[choices].mean(axis=1)
     fX = fn(Xn)
-    phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base)
+    phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base, choices)
     size = np.bincount(groups, minlength=G).astype(np.float64)
     phi = phi_g[:, groups] / size[groups]
     se = se_g[:, groups] / size[groups]

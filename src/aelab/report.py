@@ -245,7 +245,8 @@ def why_flagged(estimator: Any, X: Any, scores: np.ndarray, n: int = 5, top: int
     how = f"{e.method} ({e.algorithm}"
     how += ", exact)" if e.exact else ", sampled)"
     text = (f"The {len(rows)} most anomalous rows and the inputs behind their scores, by {how}: each row's "
-            f"contributions add up to its score minus the base value {e.base_value:.4g}. See docs/explain.md.")
+            f"contributions add up to its score minus the base value {float(np.mean(e.base_value)):.4g}. "
+            "See docs/explain.md.")
     if estimator.input_kind_ == "image" and plots.as_images(X[rows]) is not None:
         rec = estimator.reconstruct(X[rows])
         return Section("Why flagged", text, figures={

@@ -37,6 +37,8 @@ def register(sub) -> None:
                         "training rows; 'auto' (default): the best available for the model")
     p.add_argument("--background", metavar="DATA",
                    help="training rows for 'shapley' (default: the rows the model keeps, if any)")
+    p.add_argument("--nearest", type=positive_int, metavar="N",
+                   help="'shapley' against each row's N most similar background rows instead of all of them")
     p.add_argument("--permutations", type=positive_int, default=16, metavar="N",
                    help="sampled permutations per row where Shapley values are sampled (default 16)")
 
@@ -87,6 +89,10 @@ def column_names(spec: str, n_columns: int) -> list[str] | None:
     return names if names is not None and len(names) == n_columns else None
 
 
+def base_text(base) -> str:
+    return f"{float(base):.4g}" if np.ndim(base) == 0 else f"one per row (mean {float(np.mean(base)):.4g})"
+
+
 def write_table(path: Path, rows: list[dict]) -> None:
     """The explanation table as .csv or .parquet, atomically."""
     from ..io._common import atomic_path
@@ -126,7 +132,8 @@ def explain(args) -> int:
         if out is not None:
             write_table(out, [])
         return 0
-    e = est.explain(X[rows], method=args.method, background=background, n_permutations=args.permutations)
+    e = est.explain(X[rows], method=args.method, background=background, n_permutations=args.permutations,
+                    nearest=args.nearest)
     if e.feature_names is None:
         names = column_names(args.data, int(np.prod(X.shape[1:])))
         if names is not None:
@@ -139,7 +146,7 @@ def explain(args) -> int:
     labels = e.labels()
     what = f"{e.method} ({e.algorithm})"
     say(args, f"explained {len(rows)} row(s) of {args.data} by {what}, score {e.score_name}, "
-              f"base value {e.base_value:.4g}" + (f" to {out}" if out is not None else ""))
+              f"base value {base_text(e.base_value)}" + (f" to {out}" if out is not None else ""))
     flat_x = np.asarray(X[rows], dtype=np.float64).reshape(len(rows), -1)
     for i in np.argsort(-e.score, kind="stable")[:SHOWN_ROWS]:
         top = e.top(args.top)[i]
