@@ -49,6 +49,14 @@ its partners, whose error it spreads (Takeishi 2019; Antwarg et al. 2021).
   holds each contribution's standard error. Images are explained per patch
   (superpixel; ``patch`` pixels square), each pixel getting an equal share of its patch.
 
+The background matters. Against all training rows, a row's value of feature k is
+compared with values that other, distant rows take, and every feature of a row far from
+the training mean gets credit of order ``x_k (A x)_k``; where the data lie near a
+low-dimensional subspace this can bury the feature that broke it (benchmarks/explain.py,
+"factors"). ``nearest=N`` compares each row with its N most similar background rows only
+(per-row base values): the question becomes "what differs from the normal rows most like
+this one". ``nearest`` is measured in the scaled units the network sees.
+
 ``"auto"``: the closed form where it exists, else sampling for tables, else (images of
 non-linear models) "error"; ``Explanation.note`` says which and why.
 """
