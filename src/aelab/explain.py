@@ -499,7 +499,7 @@ def _feature_names(X, estimator, n_values: int):
 
 
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
-            n_permutations: int = 32, nearest: int | None = None, random_state=0) -> Explanation:
+            n_permutations: int = 16, nearest: int | None = None, random_state=0) -> Explanation:
     """Contributions of every input value of every row of X to its anomaly score.
 
     ``method``: "error" (the exact decomposition of the score), "shapley" (Shapley values
@@ -585,8 +585,8 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     size = np.bincount(groups, minlength=G).astype(np.float64)
     phi = phi_g[:, groups] / size[groups]
     se = se_g[:, groups] / size[groups]
-    # the sampler's own scores fX equal `scores` up to float32 rounding; shift the residual onto the
-    # base so that the sum property holds for the reported scores
+    # the sampler's own scores fX equal `scores` up to float32 rounding; that difference is spread evenly
+    # over the contributions, so that they add up to the reported scores
     phi += ((scores - fX) / phi.shape[1])[:, None]
     alg = "permutation sampling" + (f" ({p}x{p} patches)" if f.layout.image and p > 1 else "")
     return Explanation(to_user(phi), scores, base, False, "shapley", alg, score, to_user(se), names, note,
