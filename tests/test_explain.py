@@ -188,6 +188,8 @@ def test_bad_arguments_are_clear(ae, X):
     with pytest.raises(ConfigError, match="background"):
         pca.explain(X[:2], method="shapley")
     assert pca.explain(X[:2]).method == "error"  # auto without a background
+    with pytest.raises(ConfigError, match="reference rows"):
+        pca.explain(X[:2], method="error", score="knn")
 
 
 def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path, X, capsys):

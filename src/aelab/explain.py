@@ -526,6 +526,9 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     score = score or f.score
     check_score(score, variational, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
+    if score in KNN_SCORES and "knn_ref" not in stats:
+        raise ConfigError(f"score={score!r} needs reference rows kept at fit, which this model has not (its "
+                          f"default score is {f.score!r}). Explain another score, or fit with anomaly_score={score!r}.")
     Xn = f.map(X, lambda x: x.reshape(len(x), -1), owner, np.float32)
     n = len(Xn)
     names = _feature_names(X, estimator, f.layout.n_features)
