@@ -11,7 +11,8 @@ import aelab
 from aelab.cli import main
 from aelab.cli._common import run
 
-COMMANDS = ["demo", "train", "score", "evaluate", "threshold", "encode", "decode", "generate", "cluster", "report", "cost"]
+COMMANDS = ["demo", "train", "score", "evaluate", "threshold", "encode", "decode", "generate", "cluster", "report", "cost",
+            "explain"]
 FORMATS = ["npy", "csv", "parquet"]
 rng = np.random.default_rng(0)
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 COMMANDS = ["demo", "train", "score", "evaluate", "threshold", "encode", "decode", "generate", "cluster", "report", "cost",
-            "quantize-scan", "export", "calibrate"]
+            "quantize-scan", "export", "calibrate", "explain"]
 
 
 def blocks(page: Path, languages: tuple[str, ...]) -> list[tuple[int, str]]:

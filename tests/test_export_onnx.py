@@ -65,7 +65,8 @@ def test_every_output_matches_torch_at_any_batch_size(name, models, table, image
     est = models[name]
     T = images[1] if "image" in name else table[1][:37]
     assert est.score_ == ("relative+latent" if "image" in name else "mse+latent+knn")
-    expected = {"score": est.decision_function(T), "reconstruction": est.reconstruct(T), "latent": est.transform(T)}
+    expected = {"score": est.decision_function(T), "reconstruction": est.reconstruct(T), "latent": est.transform(T),
+                "attribution": est.explain(T, method="error").contributions}
     for output in OUTPUTS:  # the dynamo exporter (default) for the score, the legacy one for the rest (faster)
         path = est.export_onnx(tmp_path / f"{output}.onnx", output=output, dynamo=output == "score")
         session = onnx_session(path)
@@ -75,7 +76,7 @@ def test_every_output_matches_torch_at_any_batch_size(name, models, table, image
         diff = rel if output == "score" else rel_to_max
         assert diff(got, expected[output]) < TOL, output
         assert diff(one, expected[output][:3]) < TOL, output
-    assert got.dtype == np.float32 and ort(tmp_path / "score.onnx", T).dtype == np.float64
+    assert ort(tmp_path / "latent.onnx", T).dtype == np.float32 and ort(tmp_path / "score.onnx", T).dtype == np.float64
 
 
 @pytest.mark.parametrize("backbone", ["vgg", "resnet", "inception", "dense"])

@@ -188,7 +188,7 @@ def test_model_report_sections(tmp_path):
     sections = model_report(est, X, labels)
     titles = [s.title for s in sections]
     assert titles == ["Model: Autoencoder", "Reconstructions", "Anomaly scores", "Decisions with guarantees",
-                      "Latent space", "Training"]
+                      "Why flagged", "Latent space", "Training"]
     scores = sections[2]
     assert set(scores.figures) == {"score histogram", "ROC curve (log FPR)"}
     metrics = {r["metric"]: r["value"] for r in scores.tables["detection metrics"]}
@@ -216,7 +216,7 @@ def test_model_report_tabular_without_labels():
     sections = model_report(aelab.PCA(n_components=2).fit(X), X)
     titles = [s.title for s in sections]
     assert "Reconstructions" not in titles and "Training" not in titles  # no images, no training history
-    assert titles[:3] == ["Model: PCA", "Anomaly scores", "Latent space"]
+    assert titles[:4] == ["Model: PCA", "Anomaly scores", "Why flagged", "Latent space"]
     assert "ROC curve (log FPR)" not in sections[1].figures
 
 

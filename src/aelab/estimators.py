@@ -219,6 +219,15 @@ class _Base(ParamsBase):
         return f.layout.from_net(f.map(X, lambda x: feature_errors_batch(f.model, x), type(self).__name__))
 
     @_in_threads
+    def explain(self, X, method: str = "auto", background=None, **kwargs):
+        """Why each row scores as it does: contributions per feature (pixel, object and feature) in X's
+        shape that add up to the score; ``method``: "auto", "error" or "shapley". Returns an
+        :class:`aelab.explain.Explanation`; see :func:`aelab.explain.explain`."""
+        from .explain import explain
+
+        return explain(self, X, method, background, **kwargs)
+
+    @_in_threads
     def set_threshold(self, X=None, fpr: float | None = None, contamination: float | None = None):
         """Set ``threshold_`` from known-normal data at a target false-positive rate, or by contamination.
 

@@ -32,6 +32,7 @@ __all__ = [
     "roc_curves",
     "training_curves",
     "line_plot",
+    "attribution_rows",
 ]
 
 
@@ -334,4 +335,27 @@ def line_plot(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def attribution_rows(images: Any, reconstructions: Any, attributions: Any, n: int = 5, title: str | None = None):
+    """Images (top), their reconstructions and attribution maps (bottom; red adds to the score, blue takes
+    from it, one symmetric scale for all maps; colour images' maps summed over channels)."""
+    imgs, recs = _images(images, "images")[:n], _images(reconstructions, "reconstructions")[:n]
+    maps = np.asarray(attributions, dtype=np.float32)[:n]
+    maps = _images(maps, "attributions")
+    if maps.ndim == 4:
+        maps = maps.sum(axis=-1)
+    vmin, vmax = float(np.nanmin(imgs)), float(np.nanmax(imgs))
+    m = float(np.nanmax(np.abs(maps))) or 1.0
+    fig = _figure(0.9 * len(imgs) + 0.5, 3.75 + (0.4 if title else 0.1))
+    axes = fig.subplots(3, 1)
+    _show(axes[0], _mosaic(imgs, len(imgs)), vmin, vmax, "input")
+    _show(axes[1], _mosaic(recs, len(recs)), vmin, vmax, "reconstruction")
+    axes[2].imshow(_mosaic(maps, len(maps)), cmap="coolwarm", vmin=-m, vmax=m, interpolation="nearest")
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    axes[2].set_title("contribution to the score", fontsize=10)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -215,7 +215,7 @@ class _Tutorial:
 
     # ------------------------------------------------------------------ 5. anomaly detection
     def anomaly(self) -> tuple[Section, dict]:
-        from .report import detection_rows
+        from .report import detection_rows, why_flagged
 
         normal = self.Xtr[self.ytr == NORMAL_DIGIT]
         n_cal = max(len(normal) // 4, min(100, len(normal) // 2))  # held-out normal digits for the threshold
@@ -251,6 +251,9 @@ class _Tutorial:
                     y, scores, rejection=True, title="anomaly scores"),
             },
         )
+        why = why_flagged(vae, self.Xte, scores[default])  # the most anomalous digits, explained (docs/explain.md)
+        section.text += " The last figure shows why the most anomalous test digits were flagged: " + why.text
+        section.figures.update({f"why flagged: {k}": v for k, v in why.figures.items()})
         return section, {"anomaly": rows, "threshold": threshold}
 
     # ------------------------------------------------------------------ 6. generation

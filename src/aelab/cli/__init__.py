@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import conformal, demo, export, latent, score, train, trigger
+from . import conformal, demo, explain, export, latent, score, train, trigger
 from ._common import Parser, run
 
 __all__ = ["main", "build_parser"]
@@ -25,7 +25,7 @@ def build_parser() -> Parser:
                            "Run 'aelab COMMAND --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"aelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, train, score, latent, export, trigger, conformal):
+    for module in (demo, train, score, latent, export, trigger, conformal, explain):
         module.register(sub)
     return parser
 

@@ -30,7 +30,8 @@ def register(sub) -> None:
                    help="the .onnx file to write (replaced only on success), or the hls4ml project folder")
     g = p.add_argument_group("onnx")
     g.add_argument("--output", choices=OUTPUTS, default="score",
-                   help="what the graph returns: 'score' (default; decision_function), 'reconstruction' or 'latent'")
+                   help="what the graph returns: 'score' (default; decision_function), 'reconstruction', 'latent' or "
+                        "'attribution' (the score split over the inputs, as explain(method='error'))")
     g.add_argument("--score", choices=SCORES, help="anomaly score of the graph (default: the model's)")
     g.add_argument("--quantize", choices=QUANTIZE, default="none",
                    help="'int8': ONNX Runtime quantisation, dynamic for dense networks, static for conv ones")

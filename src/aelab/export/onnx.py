@@ -10,7 +10,10 @@ takes the user's raw rows, float32 of shape ``(batch, *input_shape)`` in the uni
   reconstruction terms, the reference rows of the neighbour scores with one matrix product and
   a top-k). The VAE is evaluated at z = mu;
 * ``"reconstruction"``: ``reconstruct``, float32 in the input's shape and units;
-* ``"latent"``: ``transform``, float32 ``(batch, latent_dim)``.
+* ``"latent"``: ``transform``, float32 ``(batch, latent_dim)``;
+* ``"attribution"``: ``explain(X, method="error").contributions``, float64 in the input's shape:
+  the exact decomposition of the score over the inputs (:func:`aelab.explain.error_attribution`),
+  so that a deployed model explains its own flags.
 
 The model's properties (``metadata_props``) hold :func:`metadata`: aelab version, score,
 threshold and its rule, input name, shape, dtype and feature count. The score is the same
@@ -51,12 +54,12 @@ from torch import nn
 from .._validation import check_array, check_sample_shape, is_source
 from ..exceptions import ConfigError, DataError, require
 from ..fitted import EVAL_ROWS, Fitted
-from ..scoring import check_score
+from ..scoring import FITTED_SCORES, KNN_SCORES, check_score
 
 __all__ = ["OUTPUTS", "ENGINES", "export_onnx", "onnx_model", "metadata", "quantize_int8", "int8_cost",
            "format_int8_cost", "onnx_session", "run_session", "onnx_scores", "pick_engine", "ScoreGraph"]
 
-OUTPUTS = ("score", "reconstruction", "latent")
+OUTPUTS = ("score", "reconstruction", "latent", "attribution")
 ENGINES = ("torch", "onnxruntime", "auto")
 INPUT_NAME = "input"
 OPSET = 18
@@ -97,7 +100,7 @@ class ScoreGraph(nn.Module):
         _check_choice("output", output, OUTPUTS)
         f = fitted
         self.output, self.score = output, score or f.score
-        if output == "score":
+        if output in ("score", "attribution"):
             check_score(self.score, bool(f.model_cfg.variational), "this model")
         self.layout, self.net_shape, self.recon_kind = f.layout, f.net_shape, f.recon_kind
         self.model = copy.deepcopy(f.model).cpu().eval()
@@ -109,6 +112,35 @@ class ScoreGraph(nn.Module):
             self.register_buffer("scale64", torch.from_numpy(f.scaler.scale.astype(np.float64)))
         if output == "score":  # the score head Python scores with, its statistics as the graph's constants
             self.head_ = copy.deepcopy(f.head(self.score)).cpu().eval()
+        self.floats, self.tensors = {}, []
+        if output == "attribution" and self.score in FITTED_SCORES:
+            for name, v in f.score_stats().items():  # ConfigError for folders without the statistics
+                if name == "knn_ref":
+                    if self.score not in KNN_SCORES:
+                        continue
+                    # knn_distance's centring, once: |x - c - r|^2 = |x - c|^2 + (-2 r) . (x - c) + |r|^2
+                    ref = v.detach().float().cpu()
+                    centre = ref.mean(dim=0)
+                    ref = ref - centre
+                    self._const("knn_centre", centre)
+                    self._const("knn_ref_t", (-2.0 * ref).T.contiguous())
+                    self._const("knn_ref_sq", ref.square().sum(dim=1))
+                    self._const("knn_ref_c", ref)  # the neighbours' rows themselves
+                elif torch.is_tensor(v):
+                    self._const(name, v.detach().cpu())
+                else:
+                    self.floats[name] = v
+            if self.score in KNN_SCORES and "knn_k" not in self.floats:
+                raise ConfigError(f"score={self.score!r} needs reference rows kept at fit, which this model has "
+                                  f"not (its default score is {f.score!r}). Fit with anomaly_score={self.score!r}, "
+                                  "or export another score.")
+
+    def _const(self, name: str, value: torch.Tensor) -> None:
+        self.register_buffer(HEAD + name, value)
+        self.tensors.append(name)
+
+    def _stats(self) -> dict:
+        return {**self.floats, **{k: getattr(self, HEAD + k) for k in self.tensors}}
 
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
         """Fitted.to_net: Scaler.transform (float32 input) and Layout.to_net."""
@@ -133,10 +165,32 @@ class ScoreGraph(nn.Module):
             x = x * self.scale64 + self.offset64
         return x.to(torch.float32)
 
+    def _neighbours(self, x: torch.Tensor):
+        """(x - r for the k nearest reference rows r, d_k), ranked and measured as the score head does."""
+        xc = x.reshape(x.shape[0], -1) - getattr(self, HEAD + "knn_centre")
+        part = xc @ getattr(self, HEAD + "knn_ref_t") + getattr(self, HEAD + "knn_ref_sq")
+        k = min(int(self.floats["knn_k"]), part.shape[1])
+        idx = part.topk(k, dim=1, largest=False).indices
+        diff = xc[:, None, :] - getattr(self, HEAD + "knn_ref_c")[idx]
+        d2 = diff.square().sum(-1, dtype=torch.float64)
+        return diff.to(torch.float64), d2.sqrt().mean(dim=1)
+
+    def _attribution(self, xs: torch.Tensor) -> torch.Tensor:
+        from ..explain import error_attribution
+
+        stats = self._stats() if self.score in FITTED_SCORES else None
+        a = error_attribution(self.model, xs, self.score, self.recon_kind, stats,
+                              neighbours=self._neighbours if self.score in KNN_SCORES else None)
+        if self.layout.channels_last:
+            a = a.reshape(-1, *self.layout.image_shape).permute(0, 2, 3, 1)
+        return a.reshape(-1, *self.layout.input_shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self._to_net(x)
         if self.output == "latent":
             return self.model.encode(xs)[0]
+        if self.output == "attribution":
+            return self._attribution(xs)
         out = self.model(xs, sample=False)
         if self.output == "reconstruction":
             return self._from_net(out.x_hat)
@@ -154,9 +208,9 @@ def metadata(fitted: Fitted, output: str = "score", score: str | None = None) ->
             "input_dtype": "float32", "input_shape": json.dumps(list(f.layout.input_shape)),
             "n_features": str(f.layout.n_features), "input_kind": f.layout.kind,
             "channels_last": json.dumps(f.layout.channels_last), "latent_dim": str(cfg.latent_dim)}
-    if output == "score":
+    if output in ("score", "attribution"):
         meta["score"] = score
-        if score == f.score:  # the threshold belongs to the default score
+        if score == f.score and output == "score":  # the threshold belongs to the default score
             meta["threshold"] = repr(float(f.threshold))
             meta["threshold_rule"] = json.dumps(f.threshold_rule)
             if f.calibration is not None and len(f.calibration):  # conformal p-values: (1 + #{c >= s}) / (n + 1)

@@ -1,0 +1,596 @@
+"""Why a row was flagged: per-feature, per-pixel and per-object contributions that add up to its score.
+
+:func:`explain` (``est.explain(X, method=...)``) returns an :class:`Explanation`: for every
+row one contribution per input value, in the input's shape (``(n, d)`` tables, the images'
+own shape, ``(n, objects, features)`` collider arrays), with
+
+    score = base_value + contributions.sum()      (per row)
+
+Two methods.
+
+``"error"``: the exact additive decomposition of the model's own score, no background
+needed, base value 0. Every term of :mod:`aelab.scoring` is split over the inputs:
+
+* reconstruction terms: ``mse`` gives feature j ``(x_j - x'_j)^2 / d``, ``mae``
+  ``|x_j - x'_j| / d``, ``relative`` ``(x_j - x'_j)^2 / (sum x^2 + eps d)``, each divided
+  by its training mean where the combined score divides by it (all in the scaled units
+  the network sees, exactly as the score computes them);
+* the neighbour term: the distance to each of the k neighbours the score found,
+  ``|x - r| = sum_j (x_j - r_j)^2 / |x - r|``, is split by its squared per-feature
+  differences (a neighbour at distance 0 gives nothing); ``d_k^2`` ("mse+knn") as
+  ``d_k`` times that split;
+* terms of the code, which are not additive in the inputs (the latent Mahalanobis
+  distance; for the VAE ``mu_norm``, ``kl`` and the KL part of ``elbo``): **the decoder
+  rule** shares the term among the inputs in proportion to ``(dec(z) - dec(c))_j^2``, the
+  squared change that the code's departure from its centre ``c`` (the training codes'
+  mean; the prior mean 0 for the VAE-only scores) makes to the decoded output: the inputs
+  through which the unusual code shows. Uniform if the decoder maps ``z`` and ``c`` to the
+  same output.
+
+``"shapley"``: interventional Shapley values of the *whole* score against a background
+of training rows (by default the reference rows a neighbour score keeps, up to 4,096
+training rows), ``v(S) = mean_b score(x_S, b_rest)``; base value ``mean_b score(b)``.
+Unlike raw per-feature error they credit the input that broke a correlation rather than
+its partners, whose error it spreads (Takeishi 2019; Antwarg et al. 2021).
+
+* Closed form for PCA and the linear autoencoder with the scores "mse", "latent" and
+  "mse+latent": the score is then a quadratic ``f(x) = x'Ax + c'x + c0`` in the scaled
+  input, and for a quadratic the Shapley value of feature k is exactly
+
+      phi_k = c_k (x_k - mu_k) + sum_j A_kj (x_k x_j + x_k mu_j - mu_k x_j - M_kj)
+
+  with ``mu`` the background mean and ``M = mean_b b b'`` (each pair term ``A_kj x_k x_j``
+  is a two-player game whose value splits evenly). A, c and c0 are read off the network
+  (in float64) by probing it with the unit vectors, and checked against the score.
+* Otherwise permutation sampling with antithetic pairs: a permutation and its reverse
+  walk from a background row to x one player at a time, every point batched through
+  the model; the background row's score serves as a control variate, which lowers the
+  variance and makes the contributions add up to ``score - base`` exactly. ``error``
+  holds each contribution's standard error. Images are explained per patch
+  (superpixel; ``patch`` pixels square), each pixel getting an equal share of its patch.
+
+The background matters. Against all training rows, a row's value of feature k is
+compared with values that other, distant rows take, and every feature of a row far from
+the training mean gets credit of order ``x_k (A x)_k``; where the data lie near a
+low-dimensional subspace this can bury the feature that broke it (benchmarks/explain.py,
+"factors"). ``nearest=N`` compares each row with its N most similar background rows only
+(per-row base values): the question becomes "what differs from the normal rows most like
+this one". ``nearest`` is measured in the scaled units the network sees.
+
+``"auto"``: the closed form where it exists, else sampling for tables, else (images of
+non-linear models) "error"; ``Explanation.note`` says which and why.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import losses
+from .exceptions import ConfigError, DataError
+from .scoring import (KNN_SCORES, RELATIVE_EPS, check_score, knn_combined, knn_distance, mahalanobis,
+                      score_batch)
+
+__all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
+
+METHODS = ("auto", "error", "shapley")
+QUADRATIC_SCORES = ("mse", "latent", "mse+latent")  # quadratic in the input for an affine network
+POINTS_PER_BATCH = 4096    # path points per forward pass of the sampler
+AUTO_PLAYERS = 64          # "auto" patch size keeps an image's players at about this many
+MAX_SAMPLED_PLAYERS = 1024  # "auto" samples Shapley values of tables up to this many inputs
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Contributions of every input value to every row's score (see :mod:`aelab.explain`).
+
+    ``contributions``: (n, *input shape), float64; ``score``: (n,), the model's score;
+    ``base_value``: the score with no input "present" (0 for "error"; the background's mean
+    score for "shapley"; one per row with ``nearest``): ``score == base_value + contributions.sum()``
+    per row.
+    ``exact``: True when the contributions are the method's exact values (the "error"
+    decomposition, closed-form Shapley values), False for sampled Shapley values, whose
+    standard errors are in ``error`` (same shape). ``method``: "error" or "shapley";
+    ``algorithm``: "decomposition", "closed form" or "permutation sampling"; ``note``: how
+    the method was chosen. ``feature_names``: one per input value when the data had names.
+    """
+
+    contributions: np.ndarray
+    score: np.ndarray
+    base_value: float | np.ndarray
+    exact: bool
+    method: str
+    algorithm: str
+    score_name: str
+    error: np.ndarray | None = None
+    feature_names: list[str] | None = None
+    note: str = ""
+    input_shape: tuple = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Contributions as (n, number of input values)."""
+        return self.contributions.reshape(len(self.contributions), -1)
+
+    def residual(self) -> np.ndarray:
+        """``score - base_value - sum(contributions)`` per row (0 up to rounding)."""
+        return self.score - self.base_value - self.flat.sum(axis=1)
+
+    def labels(self) -> list[str]:
+        """A name per input value: the data's column names, else its index (``"[i, j]"`` beyond tables)."""
+        if self.feature_names is not None:
+            return list(self.feature_names)
+        shape = self.input_shape or self.contributions.shape[1:]
+        if len(shape) == 1:
+            return [str(i) for i in range(shape[0])]
+        return ["[" + ", ".join(map(str, idx)) + "]" for idx in np.ndindex(*shape)]
+
+    def top(self, k: int = 5) -> np.ndarray:
+        """(n, k) indices (into :attr:`flat`) of each row's largest contributions, largest first."""
+        k = min(int(k), self.flat.shape[1])
+        order = np.argsort(-self.flat, axis=1, kind="stable")
+        return order[:, :k]
+
+    def table(self, X=None, rows=None, top: int | None = 5) -> list[dict]:
+        """Rows ``{row, rank, feature, value, contribution}`` of the ``top`` contributions of each
+        row (all of them when ``top`` is None); ``value`` is the input value (X in user units)
+        when X is given; ``rows`` renumbers the rows (e.g. their indices in a larger file)."""
+        names = self.labels()
+        flatX = None if X is None else np.asarray(X, dtype=np.float64).reshape(len(self), -1)
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        idx = self.top(self.flat.shape[1] if top is None else top)
+        out = []
+        for i in range(len(self)):
+            for rank, j in enumerate(idx[i], 1):
+                rec = {"row": int(rows[i]), "rank": rank, "feature": names[j]}
+                rec["value"] = float(flatX[i, j]) if flatX is not None else float("nan")
+                rec["contribution"] = float(self.flat[i, j])
+                out.append(rec)
+        return out
+
+
+# ---------------------------------------------------------------------------------- "error"
+def _decoder_rule(model, x, total, z, centre, mask_zeros: bool) -> torch.Tensor:
+    """Share ``total`` (m,) among the inputs in proportion to (dec(z) - dec(centre))^2 (float64)."""
+    delta = (model.decode(z) - model.decode(centre.to(z.dtype).expand_as(z))).reshape(z.shape[0], -1).double()
+    if mask_zeros:
+        delta = torch.where(x.reshape(x.shape[0], -1) == 0, torch.zeros_like(delta), delta)
+    w = delta.square()
+    s = w.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(w, 1.0 / w.shape[1])
+    share = torch.where(s > 0, w / s.clamp_min(torch.finfo(torch.float64).tiny), uniform)
+    return total.double()[:, None] * share
+
+
+def _neighbours(x: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - r for its k nearest reference rows r, (m, k, D) float64; the score's neighbour distance d_k)."""
+    xf = x.reshape(x.shape[0], -1)
+    centre = ref.mean(dim=0)
+    idx = torch.cdist(xf.to(ref.dtype) - centre, ref - centre).topk(min(k, ref.shape[0]), dim=1, largest=False).indices
+    return xf.double()[:, None, :] - ref.double()[idx], knn_distance(x, ref, k)
+
+
+def _knn_split(diff: torch.Tensor, dk: torch.Tensor) -> torch.Tensor:
+    """(m, D) float64: the mean distance to the k nearest rows, |x - r| = sum_j (x_j - r_j)^2 / |x - r|, split
+    by squared per-feature differences and rescaled to the score's own d_k (float32 arithmetic), so that each
+    row sums to the score's term."""
+    sq = diff.square()
+    dist = sq.sum(dim=2).sqrt()                                  # (m, k)
+    w = torch.where(dist > 0, 1.0 / dist.clamp_min(1e-300), torch.zeros_like(dist))
+    split = (sq * w[..., None]).mean(dim=1)
+    total = split.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, split * (dk.double()[:, None] / total.clamp_min(1e-300)), split)
+
+
+def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse",
+                      stats: dict | None = None, neighbours=None) -> torch.Tensor:
+    """Per-input contributions (m, D) float64 of one network batch ``x`` whose rows sum to the score
+    (the "error" method; see :mod:`aelab.explain` for the rule of each term).
+
+    ``neighbours(x) -> (x - r for the k nearest r (m, k, D), d_k (m,))`` replaces the search of the
+    "knn" scores (the exported ONNX graph brings its own).
+    """
+    out = model(x, sample=False)
+    m = x.shape[0]
+    xf, rf = x.reshape(m, -1).double(), out.x_hat.reshape(m, -1).double()
+    d = xf.shape[1]
+    sq = (xf - rf).square()
+    mask_zeros = bool(getattr(getattr(model, "cfg", None), "mask_zeros", False))
+
+    def latent():
+        dist = mahalanobis(out.z, stats["latent_mean"], stats["latent_precision"])
+        return _decoder_rule(model, x, dist, out.z, stats["latent_mean"], mask_zeros)
+
+    def rec(name):
+        if name == "mse":
+            return sq / d
+        if name == "mae":
+            return (xf - rf).abs() / d
+        return sq / (xf.square().sum(dim=1, keepdim=True) + RELATIVE_EPS * d)  # relative
+
+    if score in ("mse", "mae", "relative"):
+        return rec(score)
+    if score == "latent":
+        return latent()
+    if score in ("mse+latent", "relative+latent"):
+        name = score.split("+")[0]
+        return rec(name) / stats[name] + latent() / stats["latent_mean"].shape[0]
+    if score in KNN_SCORES:
+        diff, dk = (neighbours(x) if neighbours is not None
+                    else _neighbours(x, stats["knn_ref"], stats["knn_k"]))
+        split = _knn_split(diff, dk)
+        if score == "knn":
+            return split
+        if score == "mse+knn":
+            dk = split.sum(dim=1, keepdim=True)
+            return rec("mse") / stats["mse"] + 4.0 * dk * split / stats["knn_mean_sq"]
+        return rec("mse") / stats["mse"] + latent() / stats["latent_mean"].shape[0] + split / stats["knn_mean"]
+    if out.mu is None:
+        raise ConfigError(f"score={score!r} needs a variational model.")
+    zero = torch.zeros(out.mu.shape[1], device=x.device)
+    if score == "mu_norm":
+        return _decoder_rule(model, x, out.mu.norm(dim=1), out.mu, zero, mask_zeros)
+    kl = _decoder_rule(model, x, losses.gaussian_kl(out.mu, out.logvar), out.mu, zero, mask_zeros)
+    if score == "kl":
+        return kl
+    if recon_kind == "mse":  # elbo
+        return 0.5 * sq + kl
+    p = out.x_hat.reshape(m, -1).clamp(1e-6, 1 - 1e-6)
+    bce = torch.nn.functional.binary_cross_entropy(p, x.reshape(m, -1), reduction="none").double()
+    return bce + kl
+
+
+# ---------------------------------------------------------------------------------- Shapley
+def shapley_enumerate(fn, x: np.ndarray, background: np.ndarray, groups: np.ndarray | None = None):
+    """Exact interventional Shapley values by enumerating every coalition (a check for small cases).
+
+    ``fn``: (m, D) -> (m,) scores; ``x``: (D,); ``background``: (nb, D); ``groups``: player of
+    each input (default: one per input). Returns (phi per player, base value). 2^G * nb points.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    B = np.asarray(background, np.float64).reshape(len(background), -1)
+    D = x.size
+    groups = np.arange(D) if groups is None else np.asarray(groups)
+    G = int(groups.max()) + 1
+    if G > 16:
+        raise ConfigError(f"shapley_enumerate needs 2^G coalitions; G={G} players is too many (at most 16).")
+    subsets = np.array([[(s >> g) & 1 for g in range(G)] for s in range(2**G)], dtype=bool)   # (2^G, G)
+    masks = subsets[:, groups]                                                                  # (2^G, D)
+    pts = np.where(masks[:, None, :], x[None, None, :], B[None, :, :]).reshape(-1, D)
+    v = np.asarray(fn(pts), np.float64).reshape(2**G, len(B)).mean(axis=1)
+    size = subsets.sum(axis=1)
+    weight = np.array([math.factorial(s) * math.factorial(G - s - 1) / math.factorial(G) if s < G else 0.0
+                       for s in size])
+    phi = np.zeros(G)
+    for g in range(G):
+        without = ~subsets[:, g]
+        with_g = np.flatnonzero(without) + (1 << g)
+        phi[g] = np.sum(weight[without] * (v[with_g] - v[without]))
+    return phi, float(v[0])
+
+
+def _quadratic_form(fitted, score: str, stats: dict):
+    """(A, c, c0) with score(x) = x'Ax + c'x + c0 in the scaled, flattened input (float64), or None
+    when the network is not affine. Read off a float64 copy of the network probed with unit vectors."""
+    cfg = fitted.model_cfg
+    affine = cfg.kind == "pca" or (cfg.linear and not cfg.mask_zeros and cfg.output == "identity")
+    if not affine or score not in QUADRATIC_SCORES:
+        return None
+    net = copy.deepcopy(fitted.model).to("cpu").double().eval()
+    D = int(math.prod(fitted.net_shape))
+    probe = torch.cat([torch.zeros(1, D, dtype=torch.float64), torch.eye(D, dtype=torch.float64)])
+    with torch.no_grad():
+        out = net(probe.reshape(D + 1, *fitted.net_shape), sample=False)
+    xh = out.x_hat.reshape(D + 1, -1)
+    z = out.z
+    J = (xh[1:] - xh[0]).T            # x_hat = J x + w0
+    w0 = xh[0]
+    E = (z[1:] - z[0]).T              # z = E x + e0
+    e0 = z[0]
+    A = torch.zeros(D, D, dtype=torch.float64)
+    c = torch.zeros(D, dtype=torch.float64)
+    c0 = 0.0
+    if score in ("mse", "mse+latent"):
+        R = torch.eye(D, dtype=torch.float64) - J       # residual x - x_hat = R x - w0
+        wr = 1.0 / D / (stats["mse"] if score == "mse+latent" else 1.0)
+        A += wr * R.T @ R
+        c += wr * (-2.0 * R.T @ w0)
+        c0 += wr * float(w0 @ w0)
+    if score in ("latent", "mse+latent"):
+        P = stats["latent_precision"].cpu().double()
+        m = stats["latent_mean"].cpu().double()
+        wl = 1.0 / len(m) if score == "mse+latent" else 1.0
+        u = e0 - m
+        A += wl * E.T @ P @ E
+        c += wl * 2.0 * E.T @ (P @ u)
+        c0 += wl * float(u @ P @ u)
+    A = (A + A.T) / 2
+    return A.numpy(), c.numpy(), c0
+
+
+def _closed_form(Xn: np.ndarray, Bn: np.ndarray, A, c, c0, choices: np.ndarray | None = None):
+    """Exact interventional Shapley values of x'Ax + c'x + c0 (rows of Xn) against background rows Bn
+    (row i against ``Bn[choices[i]]`` when given). Returns (phi (n, D), base (n,))."""
+    X = Xn.astype(np.float64)
+    B = Bn.astype(np.float64)
+    BA = B @ A                                  # (A b)' per background row
+    diagAM = B * BA                             # b_k (A b)_k: row means give (A M)_kk
+    if choices is None:
+        mu = np.broadcast_to(B.mean(axis=0), X.shape)
+        dAM = np.broadcast_to(diagAM.mean(axis=0), X.shape)
+    else:
+        mu, dAM = B[choices].mean(axis=1), diagAM[choices].mean(axis=1)
+    AX = X @ A          # (n, D): (A x) per row (A symmetric)
+    phi = c * (X - mu) + X * AX + X * (mu @ A) - mu * AX - dAM
+    if choices is None:
+        return phi, float(diagAM.mean(axis=0).sum() + B.mean(axis=0) @ c + c0)
+    return phi, dAM.sum(axis=1) + mu @ c + c0
+
+
+class _PointScorer:
+    """The score of flattened network-layout points (m, D), batched through the model.
+
+    The neighbour distance of the "knn" scores is computed as the ONNX graph computes it
+    (:meth:`aelab.export.onnx.ScoreGraph._knn`): one matrix product with the centred
+    reference rows and a top-k, then ``|x - c|^2`` added to the k nearest only; for the
+    many path points of the sampler this is several times faster than ``torch.cdist`` in
+    blocks, and equal to it up to float32 rounding.
+    """
+
+    def __init__(self, fitted, score: str, stats: dict | None):
+        self.f, self.score, self.stats = fitted, score, stats
+        self.knn = None
+        if score in KNN_SCORES:
+            ref = stats["knn_ref"].float()
+            centre = ref.mean(dim=0)
+            ref = ref - centre
+            self.knn = (centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1), int(stats["knn_k"]))
+
+    def _dk(self, x: torch.Tensor) -> torch.Tensor:
+        centre, ref_t, ref_sq, k = self.knn
+        xc = x.reshape(len(x), -1) - centre
+        part = torch.addmm(ref_sq, xc, ref_t)
+        k = min(k, part.shape[1])
+        d2 = (part.topk(k, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
+        return d2.sqrt().to(torch.float64).mean(dim=1)
+
+    @torch.no_grad()
+    def __call__(self, P: np.ndarray | torch.Tensor) -> np.ndarray:
+        f = self.f
+        P = torch.as_tensor(P, dtype=torch.float32)
+        out = []
+        for i in range(0, len(P), POINTS_PER_BATCH):
+            x = P[i : i + POINTS_PER_BATCH].to(f.device).reshape(-1, *f.net_shape)
+            if self.knn is not None:
+                s = knn_combined(self.score, self._dk(x), f.model(x, sample=False), x, self.stats)
+            else:
+                s = score_batch(f.model, x, self.score, f.recon_kind, self.stats)
+            out.append(s.double().cpu())
+        return torch.cat(out).numpy() if out else np.empty(0)
+
+
+def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: int, rng, fX: np.ndarray,
+             fB: np.ndarray, base, choices: np.ndarray | None = None):
+    """Permutation sampling with antithetic pairs and the background score as control variate.
+
+    Returns (phi, se), each (n, G). For pair t of row x: a random permutation pi and a
+    background row b; the forward path adds players in pi's order, the reverse path in
+    the opposite order; each player's marginal gains on the two paths are averaged (Y_t).
+    With C_t = f(b_t) - base (known mean 0), phi = mean(Y) - beta mean(C), beta_g =
+    cov(Y_g, C) / var(C); since sum_g Y_tg = f(x) - base - C_t, sum_g beta_g = -1 and phi
+    sums to f(x) - base exactly. ``base``: a number or one per row; ``choices``: each row's own
+    background rows (indices into Bn), default all.
+    """
+    n, D = Xn.shape
+    G = int(groups.max()) + 1
+    T = n_pairs
+    base = np.broadcast_to(np.asarray(base, dtype=np.float64), (n,))
+    phi = np.zeros((n, G))
+    se = np.zeros((n, G))
+    if G == 1:
+        phi[:, 0] = fX - base
+        return phi, se
+    per_row = T * 2 * (G - 1)
+    chunk = max(1, POINTS_PER_BATCH // per_row)
+    steps = np.arange(1, G)
+    B_t = torch.as_tensor(Bn, dtype=torch.float32)
+    for s in range(0, n, chunk):
+        X = torch.as_tensor(Xn[s : s + chunk], dtype=torch.float32)
+        r = len(X)
+        pool = [np.arange(len(Bn)) if choices is None else choices[s + i] for i in range(r)]
+        b_idx = np.stack([p[rng.permutation(len(p))[:T]] if len(p) >= T else p[rng.integers(len(p), size=T)]
+                          for p in pool])                                      # (r, T)
+        perms = np.argsort(rng.random((r, T, G)), axis=2)                      # players in order of entry
+        rank = np.argsort(perms, axis=2)                                       # position of each player
+        rk = torch.from_numpy(rank[:, :, groups])                              # (r, T, D)
+        st = torch.from_numpy(steps)[None, None, :, None]                      # (1, 1, G-1, 1)
+        fwd = rk[:, :, None, :] < st                                           # after s players entered
+        rev = rk[:, :, None, :] >= (G - st)
+        mask = torch.stack([fwd, rev], dim=2)                                  # (r, T, 2, G-1, D)
+        b = B_t[torch.from_numpy(b_idx)]                                       # (r, T, D)
+        pts = torch.where(mask, X[:, None, None, None, :], b[:, :, None, None, :])
+        f_pts = fn(pts.reshape(-1, D)).reshape(r, T, 2, G - 1)
+        fb = fB[b_idx]                                                         # (r, T)
+        path = np.concatenate([np.broadcast_to(fb[:, :, None, None], (r, T, 2, 1)), f_pts,
+                               np.broadcast_to(fX[s : s + r, None, None, None], (r, T, 2, 1))], axis=3)
+        gains = np.diff(path, axis=3)                                          # (r, T, 2, G)
+        Y = np.zeros((r, T, G))
+        rows, ts = np.meshgrid(np.arange(r), np.arange(T), indexing="ij")
+        for step in range(G):
+            Y[rows, ts, perms[:, :, step]] += 0.5 * gains[:, :, 0, step]
+            Y[rows, ts, perms[:, :, G - 1 - step]] += 0.5 * gains[:, :, 1, step]
+        C = fb - base[s : s + r, None]                                         # (r, T)
+        Cc = C - C.mean(axis=1, keepdims=True)
+        Yc = Y - Y.mean(axis=1, keepdims=True)
+        var_c = np.sum(Cc * Cc, axis=1)                                        # (r,)
+        cov = np.einsum("rtg,rt->rg", Yc, Cc)
+        beta = np.where(var_c[:, None] > 0, cov / np.where(var_c > 0, var_c, 1.0)[:, None], 0.0)
+        phi[s : s + r] = Y.mean(axis=1) - beta * C.mean(axis=1)[:, None]
+        resid = Yc - beta[:, None, :] * Cc[:, :, None]
+        se[s : s + r] = np.sqrt(np.sum(resid * resid, axis=1) / max(T - 1, 1) / T)
+    return phi, se
+
+
+def _groups(fitted, patch) -> tuple[np.ndarray, int]:
+    """(player of each flattened network input, patch size or 1)."""
+    D = int(math.prod(fitted.net_shape))
+    if not fitted.layout.image:
+        if patch not in (None, "auto", 1):
+            raise ConfigError(f"patch={patch!r} groups the pixels of images; this model explains a table "
+                              f"(input shape {fitted.layout.input_shape}). Leave patch out.")
+        return np.arange(D), 1
+    c, h, w = fitted.layout.image_shape
+    if patch in (None, "auto"):
+        p = max(1, math.ceil(math.sqrt(h * w / AUTO_PLAYERS)))
+    elif isinstance(patch, (int, np.integer)) and not isinstance(patch, bool) and patch >= 1:
+        p = int(patch)
+    else:
+        raise ConfigError(f"patch must be 'auto' or a positive integer (pixels per side of a square patch), "
+                          f"got {patch!r}.")
+    ii, jj = np.meshgrid(np.arange(h) // p, np.arange(w) // p, indexing="ij")
+    spatial = (ii * math.ceil(w / p) + jj).ravel()
+    return np.tile(spatial, c), p
+
+
+def _background(fitted, background, owner: str):
+    """Flattened network-layout background rows, or None when neither given nor kept by the model."""
+    if background is not None:
+        Bn = fitted.map(background, lambda x: x.reshape(len(x), -1), f"{owner} (background)", np.float32)
+        if len(Bn) < 1:
+            raise DataError("background has no rows; pass some training rows, e.g. background=X_train[:200].")
+        return Bn
+    if fitted.knn_ref is not None:
+        return np.asarray(fitted.knn_ref, np.float32)
+    return None
+
+
+def _nearest(Xn: np.ndarray, Bn: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """(n, k) indices of each row's k nearest background rows, rows equal to it left out."""
+    B = torch.as_tensor(Bn, dtype=torch.float32)
+    centre = B.mean(dim=0)
+    B = B - centre
+    k = min(k, len(B))
+    out = []
+    for i in range(0, len(Xn), block):
+        d = torch.cdist(torch.as_tensor(Xn[i : i + block], dtype=torch.float32) - centre, B)
+        d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
+        out.append(d.topk(k, dim=1, largest=False).indices.numpy())
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _feature_names(X, estimator, n_values: int):
+    cols = getattr(X, "columns", None)
+    if cols is None:
+        try:
+            cols = getattr(estimator, "feature_names_in_", None)
+        except Exception:  # not fitted with names, or an estimator without the attribute
+            cols = None
+    if cols is None:
+        return None
+    names = [str(c) for c in cols]
+    return names if len(names) == n_values else None
+
+
+def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
+            n_permutations: int = 16, nearest: int | None = None, random_state=0) -> Explanation:
+    """Contributions of every input value of every row of X to its anomaly score.
+
+    ``method``: "error" (the exact decomposition of the score), "shapley" (Shapley values
+    against ``background``) or "auto"; see :mod:`aelab.explain`. ``background``: training
+    rows for "shapley" (default: the up to 4,096 training rows a neighbour score keeps;
+    models without them need it). ``score``: the score to explain (default: the model's).
+    ``patch``: images, pixels per side of the square patches whose Shapley values are
+    sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
+    (in antithetic pairs). ``nearest``: Shapley values of each row against only its ``nearest``
+    background rows (the most similar training rows; rows equal to it left out) instead of all, so
+    the base value is one per row. ``random_state`` seeds the sampler.
+    """
+    f = estimator.fitted_ if hasattr(estimator, "fitted_") else estimator
+    owner = type(estimator).__name__
+    variational = bool(getattr(estimator, "_variational", f.model_cfg.variational))
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not known; expected one of {METHODS}.")
+    if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 4:
+        raise ConfigError(f"n_permutations must be an integer >= 4 (antithetic pairs, at least two for a "
+                          f"standard error), got {n_permutations!r}.")
+    if nearest is not None and (not isinstance(nearest, (int, np.integer)) or isinstance(nearest, bool)
+                                or nearest < 1):
+        raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
+    score = score or f.score
+    check_score(score, variational, owner)
+    stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
+    if score in KNN_SCORES and "knn_ref" not in stats:
+        raise ConfigError(f"score={score!r} needs reference rows kept at fit, which this model has not (its "
+                          f"default score is {f.score!r}). Explain another score, or fit with anomaly_score={score!r}.")
+    Xn = f.map(X, lambda x: x.reshape(len(x), -1), owner, np.float32)
+    n = len(Xn)
+    names = _feature_names(X, estimator, f.layout.n_features)
+    to_user = lambda a: f.layout.from_net(a.reshape(len(a), *f.net_shape))  # noqa: E731
+
+    groups, p = _groups(f, patch)
+    G = int(groups.max()) + 1 if len(groups) else 0
+    quad = _quadratic_form(f, score, stats) if method in ("auto", "shapley") else None
+    Bn = _background(f, background, owner) if method in ("auto", "shapley") else None
+    note = ""
+    if method == "auto":
+        if quad is not None and Bn is not None:
+            chosen, note = "closed", "auto: closed-form Shapley values (affine network, quadratic score)"
+        elif Bn is not None and not f.layout.image and G <= MAX_SAMPLED_PLAYERS:
+            chosen, note = "sampled", "auto: sampled Shapley values (no closed form for this model and score)"
+        else:
+            why = ("images of a non-linear model" if f.layout.image else
+                   "no background rows (pass background=...)" if Bn is None else f"{G} inputs")
+            chosen, note = "error", f"auto: the exact 'error' decomposition ({why})"
+    elif method == "shapley":
+        if Bn is None:
+            raise ConfigError(f"method='shapley' needs background rows: this model keeps none (its score {score!r} "
+                              "uses no neighbours). Pass some training rows, e.g. background=X_train[:200].")
+        chosen = "closed" if quad is not None else "sampled"
+    else:
+        chosen = "error"
+
+    if chosen == "error":
+        stats_e = stats
+
+        def fn(x):
+            return error_attribution(f.model, x, score, f.recon_kind, stats_e)
+
+        contrib = f.map(X, fn, owner, np.float64).reshape(n, -1) if n else np.zeros((0, len(groups)))
+        scores = f.scores(X, score, owner)
+        return Explanation(to_user(contrib), scores, 0.0, True, "error", "decomposition", score, None, names,
+                           note, f.layout.input_shape)
+
+    fn = _PointScorer(f, score, stats)
+    scores = f.scores(X, score, owner)
+    choices = None if nearest is None else _nearest(Xn, Bn, int(nearest))
+    if chosen == "closed":
+        A, c, c0 = quad
+        Xs = Xn[: min(n, 8)].astype(np.float64)
+        q = np.einsum("nd,de,ne->n", Xs, A, Xs) + Xs @ c + c0
+        if np.allclose(q, scores[: len(Xs)], rtol=1e-4, atol=1e-6):
+            phi, base = _closed_form(Xn, Bn, A, c, c0, choices)
+            return Explanation(to_user(phi), scores, base, True, "shapley", "closed form", score, None, names,
+                               note, f.layout.input_shape)
+        chosen, note = "sampled", note + " (the closed form did not match the score: sampled instead)"
+
+    rng = np.random.default_rng(random_state)
+    fB = fn(Bn)
+    base = float(fB.mean()) if choices is None else fB[choices].mean(axis=1)
+    fX = fn(Xn)
+    phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base, choices)
+    size = np.bincount(groups, minlength=G).astype(np.float64)
+    phi = phi_g[:, groups] / size[groups]
+    se = se_g[:, groups] / size[groups]
+    # the sampler's own scores fX equal `scores` up to float32 rounding; that difference is spread evenly
+    # over the contributions, so that they add up to the reported scores
+    phi += ((scores - fX) / phi.shape[1])[:, None]
+    alg = "permutation sampling" + (f" ({p}x{p} patches)" if f.layout.image and p > 1 else "")
+    return Explanation(to_user(phi), scores, base, False, "shapley", alg, score, to_user(se), names, note,
+                       f.layout.input_shape)
