@@ -128,10 +128,11 @@ def _world_from_env() -> int:
 
 
 @contextlib.contextmanager
-def process_group():
+def process_group(on_error=None):
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
     MASTER_PORT) for the duration of the block; a no-op without one (world size 1) or when a group
-    is already initialised. Backend: gloo for CPU tensors, NCCL for CUDA ones."""
+    is already initialised. Backend: gloo for CPU tensors, NCCL for CUDA ones. ``on_error(rank, exc)``
+    runs when the block raises, before the group is destroyed (which fails the peers' collectives)."""
     if _world_from_env() <= 1 or dist.is_initialized():
         yield current()
         return
@@ -143,7 +144,8 @@ def process_group():
     try:
         yield comm
     except Exception as exc:
-        record_failure(comm.rank, exc)  # before the group is destroyed, which fails the peers' collectives
+        if on_error is not None:
+            on_error(comm.rank, exc)
         raise
     finally:
         dist.destroy_process_group()

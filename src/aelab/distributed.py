@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .comm import TIMEOUT_S, Comm, _world_from_env, current, process_group  # noqa: F401 (re-exported)
+from . import comm as _comm
+from .comm import TIMEOUT_S, Comm, _world_from_env, current  # noqa: F401 (re-exported)
 from .exceptions import ConfigError, TrainingError
 
 __all__ = ["Comm", "current", "process_group", "launch", "fit", "check_rows", "launcher_alive", "TIMEOUT_S"]
@@ -47,6 +48,13 @@ log = logging.getLogger("aelab")
 #: rank that fails writes its rank and message (so the launcher names the rank that raised first).
 ENV_LAUNCHER, ENV_ERRORS = "AELAB_LAUNCHER_PID", "AELAB_RANK_ERRORS"
 _PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def process_group():
+    """:func:`aelab.comm.process_group` whose failure is recorded for the launcher (:func:`record_failure`)."""
+    with _comm.process_group(on_error=record_failure) as comm:
+        yield comm
 
 
 def default_threads(nproc: int) -> int:
