@@ -82,7 +82,12 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
         raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {shown}.")
 
 
-def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False) -> str:
+#: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)
+DEFAULT_INTENSITY_SCORE = "mse+latent"
+
+
+def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False,
+                  intensity_images: bool = False) -> str:
     """The concrete score behind ``score`` ("auto" -> a data-dependent default).
 
     Data min-max scaled to [0, 1] (images, tables in [0, 1]) get "relative+latent"; other
@@ -91,6 +96,8 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     """
     if score != "auto":
         return score
+    if intensity_images and not table:
+        return DEFAULT_INTENSITY_SCORE
     if scaler_kind == "minmax":
         return "relative+latent"
     if table:
