@@ -167,7 +167,7 @@ class ScoreGraph(nn.Module):
         if "sqrt" in self.pre:
             x = torch.sign(x) * x.square()
         elif "log1p" in self.pre:
-            x = torch.sign(x) * torch.expm1(torch.abs(x))
+            x = torch.sign(x) * (torch.exp(torch.abs(x)) - 1.0)  # expm1 has no ONNX operator
         return x.to(torch.float32)
 
     def _knn(self, x: torch.Tensor) -> torch.Tensor:
