@@ -3,7 +3,8 @@
 For each direction (train on QCD, top is the anomaly; train on top, QCD is the anomaly)
 and each seed: train on a random 60% of the normal type, test on the other 40% against
 as many jets of the other type. Models: aelab's Autoencoder (dense, the default, and
-arch="conv"), VAE and PCA with their defaults (epochs capped, see --epochs); the peers
+arch="conv"), VAE and PCA with their defaults (the conv network's epochs capped at 4,
+--conv-epochs: a CPU run); the peers
 scikit-learn IsolationForest, OneClassSVM (default settings; fitted on a random 2,000 of
 the training rows, OCSVM being quadratic) and the k-nearest-neighbour distance (k = 5,
 mean) on the flattened raw images (PyOD's AutoEncoder when pyod is installed); and the
@@ -113,7 +114,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data/toptag_lund/lund_plane0_qcd_top.npz")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=15, help="epoch cap of the dense AE and the VAE")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epoch cap of the dense AE and the VAE (default: none, the estimators' own default)")
     ap.add_argument("--conv-epochs", type=int, default=4, help="epoch cap of the conv AE (slow on a CPU)")
     ap.add_argument("--only", nargs="*", help="run only these models")
     ap.add_argument("--threads", type=int, default=1)

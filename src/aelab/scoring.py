@@ -46,8 +46,9 @@ VAE-only scores:
 * ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
 
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
-``relative+latent`` for data min-max scaled to [0, 1] (images, or tables already in
-[0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
+``mse+latent`` for intensity images (non-negative images that are not pixels, such as
+jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
+scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
 stated to be clean (``novelty=True``). The resolved name is the estimator's ``score_``.
 """
 
