@@ -125,6 +125,21 @@ def test_format_2_folders_without_intensity_still_load(tmp_path):
     np.testing.assert_array_equal(old.decision_function(X), est.decision_function(X))
 
 
+def test_streamed_jet_images_give_the_same_preprocessing(tmp_path):
+    """The per-sample steps change the statistics the scaler is fitted on: a streamed fit takes them chunk by
+    chunk and ends with the scaler, layout and scores of the same rows in memory."""
+    X = make_jet_images(300, "qcd", size=12, random_state=3)
+    np.save(tmp_path / "x.npy", X)
+    kw = dict(n_components=3)
+    mem = aelab.PCA(**kw).fit(X)
+    with aelab.io.open_array(tmp_path / "x.npy", chunk_rows=70) as src:
+        streamed = aelab.PCA(**kw).fit(src)
+    assert streamed.input_kind_ == mem.input_kind_ == "image" and streamed.scaler_.pre == "sum+sqrt"
+    np.testing.assert_allclose(streamed.scaler_.offset, mem.scaler_.offset, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(streamed.scaler_.scale, mem.scaler_.scale, rtol=1e-6)
+    np.testing.assert_allclose(streamed.decision_function(X), mem.decision_function(X), rtol=1e-4)
+
+
 def test_intensity_values_are_listed():
     assert set(INTENSITY) >= {"auto", "none", "sum", "sqrt", "log1p", "sum+sqrt"}
 
