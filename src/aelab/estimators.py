@@ -298,14 +298,14 @@ class _Base(ParamsBase):
                               if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
         device = comm.device(resolve_device(self.device))
         layout = resolve_layout(self.input_kind, shape, stats)
-        jets = intensity_images(layout, stats)
-        kind, per_feature = resolve_scaler(self.scaler, layout.image, stats, jets)
-        scaler = Scaler(kind, per_feature, resolve_intensity(self.intensity, jets)).fit_data(local, stats, comm)
+        glow = intensity_images(layout, stats)  # non-negative images that are not pixels (jet images)
+        kind, per_feature = resolve_scaler(self.scaler, layout.image, stats, glow)
+        scaler = Scaler(kind, per_feature, resolve_intensity(self.intensity, glow)).fit_data(local, stats, comm)
         model_cfg = self._build(layout, kind)
         recon_kind = "bce" if (self._variational and model_cfg.output == "sigmoid") else "mse"
         draft = Fitted(layout=layout, scaler=scaler, model_cfg=model_cfg, model=None, device=device,
                        recon_kind=recon_kind,
-                       score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty), jets),
+                       score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty), glow),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
                        threshold=math.nan, threshold_rule={})
         run = _Run(comm, n, seed, self._checkpointing(checkpoint_dir, checkpoint_every, resume, comm, local, n, shape,
