@@ -29,9 +29,10 @@ from . import conformal
 from .conformal import fit_state, row_hashes
 from .exceptions import ConfigError, DataError, NotFittedError
 from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
-from .layout import INPUT_KINDS, Layout, resolve_layout
+from .layout import INPUT_KINDS, Layout, intensity_images, resolve_layout
 from .models import build_model
-from .preprocessing import NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_scaler
+from .preprocessing import (INTENSITY, NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_intensity,
+                            resolve_scaler)
 from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES, check_score, resolve_score
 from .device import resolve_device
 from .training import permuted_batches, train, validation_split
@@ -398,13 +399,14 @@ class _Base(ParamsBase):
                               if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state))
         device = comm.device(resolve_device(self.device))
         layout = resolve_layout(self.input_kind, shape, stats)
-        kind, per_feature = resolve_scaler(self.scaler, layout.image, stats)
-        scaler = Scaler(kind, per_feature).fit_stats(stats)
+        glow = intensity_images(layout, stats)  # non-negative images that are not pixels (jet images)
+        kind, per_feature = resolve_scaler(self.scaler, layout.image, stats, glow)
+        scaler = Scaler(kind, per_feature, resolve_intensity(self.intensity, glow)).fit_data(local, stats, comm)
         model_cfg = self._build(layout, kind)
         recon_kind = "bce" if (self._variational and model_cfg.output == "sigmoid") else "mse"
         draft = Fitted(layout=layout, scaler=scaler, model_cfg=model_cfg, model=None, device=device,
                        recon_kind=recon_kind,
-                       score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty)),
+                       score=resolve_score(self.anomaly_score, kind, not layout.image, bool(self.novelty), glow),
                        latent_mean=None, latent_cov=None, recon_means=None, decision_scores=None,
                        threshold=math.nan, threshold_rule={},
                        feature_names=names if is_source(X) else None)  # a source keeps its names
@@ -459,6 +461,8 @@ class _Base(ParamsBase):
     def _validate_params_(self) -> None:
         if self.scaler not in SCALERS:
             raise ConfigError(f"scaler={self.scaler!r} is not known; expected one of {SCALERS}.")
+        if getattr(self, "intensity", "auto") not in INTENSITY:
+            raise ConfigError(f"intensity={self.intensity!r} is not known; expected one of {INTENSITY}.")
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind={self.input_kind!r} is not known; expected one of {INPUT_KINDS}.")
         if self.n_threads is not None and not _positive_int(self.n_threads):
@@ -584,11 +588,17 @@ class Autoencoder(_Base):
         "auto" is True, and False for ``linear=True`` (see :meth:`_early_stopping`).
     patience : int
         Epochs without improvement before stopping.
-    scaler : {"auto", "standard", "minmax", "scale", "none"}
-        "scale" divides each column by its root mean square (zeros stay zeros). "auto": images
-        are min-max scaled to [0, 1] as a whole; tables are min-max scaled
-        per column when they are uint8 or all in [0, 1], and standardised per column
-        otherwise.
+    scaler : {"auto", "standard", "minmax", "scale", "pixel", "none"}
+        "scale" divides each column by its root mean square (zeros stay zeros); "pixel"
+        standardises each pixel with a floor under its spread (see
+        :data:`aelab.preprocessing.PIXEL_FLOOR`). "auto": images are min-max scaled to [0, 1]
+        as a whole, intensity images (non-negative images that are not 0..255 or 0..1
+        pixels, such as jet images) get "pixel"; tables are min-max scaled per column when
+        they are uint8 or all in [0, 1], and standardised per column otherwise.
+    intensity : {"auto", "none", "sum", "sqrt", "log1p", "sum+sqrt", "sum+log1p"}
+        Per-sample steps before the scaler: "sum" divides each sample by its total
+        intensity, "sqrt" / "log1p" compress the range. "auto": "sum+sqrt" for intensity
+        images, "none" otherwise. Saved with the model and part of the exported ONNX graph.
     novelty : bool, default False
         True states that the training data are clean (normal samples only), as in
         scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they
@@ -598,8 +608,9 @@ class Autoencoder(_Base):
     input_kind : {"auto", "table", "image"}
         How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
         images; a 3-D array (n, a, b) is greyscale images when its values look like
-        pixels (uint8, all in [0, 1], or whole numbers in [0, 255]), otherwise a table of
-        objects such as collider events (n, objects, features), scaled per column.
+        pixels (uint8, all in [0, 1], or whole numbers in [0, 255]) or are non-negative on
+        a grid of at least 8 x 8 (intensity images, such as jet images), otherwise a table
+        of objects such as collider events (n, objects, features), scaled per column.
     random_state : int or None
         Seed for weights, batches, noise and the validation split (deterministic on CPU).
     device : {"auto", "cpu", "cuda"}
@@ -624,7 +635,7 @@ class Autoencoder(_Base):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size="auto", lr="auto",
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
+                 intensity="auto", input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -649,6 +660,7 @@ class Autoencoder(_Base):
         self.early_stopping = early_stopping
         self.patience = patience
         self.scaler = scaler
+        self.intensity = intensity
         self.input_kind = input_kind
         self.novelty = novelty
         self.random_state = random_state
@@ -894,14 +906,14 @@ class VAE(Autoencoder):
                  noise=0.0, noise_type="gaussian", sparsity=0.0, linear=False, activation="relu",
                  batch_norm=False, mask_zeros=False, trim="auto", anomaly_score="auto", contamination=0.1, epochs=None, batch_size="auto", lr="auto",
                  weight_decay=0.0, validation_fraction=0.1, early_stopping="auto", patience=10, scaler="auto",
-                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
+                 intensity="auto", input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None,
                  verbose=False):
         super().__init__(latent_dim=latent_dim, hidden=hidden, arch=arch, channels=channels, backbone=backbone,
                          noise=noise, noise_type=noise_type, sparsity=sparsity, linear=linear,
                          activation=activation, batch_norm=batch_norm, mask_zeros=mask_zeros, trim=trim, anomaly_score=anomaly_score, contamination=contamination,
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
-                         patience=patience, scaler=scaler, input_kind=input_kind, novelty=novelty,
+                         patience=patience, scaler=scaler, intensity=intensity, input_kind=input_kind, novelty=novelty,
                          random_state=random_state,
                          device=device, n_threads=n_threads, verbose=verbose)
         self.beta = beta
@@ -926,11 +938,12 @@ class PCA(_Base):
 
     @_accepts_renamed
     def __init__(self, n_components=None, anomaly_score="auto", contamination=0.1, scaler="auto",
-                 input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None):
+                 intensity="auto", input_kind="auto", novelty=False, random_state=None, device="auto", n_threads=None):
         self.n_components = n_components
         self.anomaly_score = anomaly_score
         self.contamination = contamination
         self.scaler = scaler
+        self.intensity = intensity
         self.input_kind = input_kind
         self.novelty = novelty
         self.random_state = random_state

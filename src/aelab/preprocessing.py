@@ -12,7 +12,14 @@ import torch
 
 from .exceptions import ConfigError
 
-SCALERS = ("auto", "standard", "minmax", "scale", "none")  # "scale": divide by the root mean square (0 stays 0)
+SCALERS = ("auto", "standard", "minmax", "scale", "pixel", "none")  # "scale": divide by the root mean square (0 stays 0)
+#: What each sample goes through before the affine scaling (``intensity=`` of the estimators): "sum" divides
+#: a sample by its total; "sqrt" and "log1p" compress the range (odd functions, so the sign is kept).
+INTENSITY = ("auto", "none", "sum", "sqrt", "log1p", "sum+sqrt", "sum+log1p")
+#: "pixel" scaler: ``(x_j - mean_j) / (std_j + PIXEL_FLOOR * mean_k std_k)``: per-pixel standardisation whose
+#: divisor never falls below a fraction of the typical pixel spread, so pixels that are almost always empty
+#: (std near 0) are not blown up by the rare sample that lights them (benchmarks/jets.py).
+PIXEL_FLOOR = 0.1
 
 #: Rows per step when statistics are taken over an in-memory array (bounded float64 copies).
 _STATS_BYTES = 8 * 2**20
@@ -95,18 +102,68 @@ class RunningStats:
         return mean, m2 / (self.n * self.mean.size)
 
 
-def resolve_scaler(kind: str, image: bool, stats: RunningStats) -> tuple[str, bool]:
+def pre_transform(X: np.ndarray, pre: str) -> np.ndarray:
+    """``X`` (n, ...) through the per-sample steps ``pre`` (see :data:`INTENSITY`), in float64.
+
+    "sum": each sample divided by its total (a sample whose total is 0 stays 0); then "sqrt"
+    ``sign(x) sqrt(|x|)`` or "log1p" ``sign(x) log(1 + |x|)``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if pre == "none":
+        return X
+    parts = pre.split("+")
+    if "sum" in parts:
+        total = X.reshape(len(X), -1).sum(axis=1).reshape((len(X),) + (1,) * (X.ndim - 1))
+        X = X / np.where(total != 0, total, 1.0)
+    if "sqrt" in parts:
+        X = np.sign(X) * np.sqrt(np.abs(X))
+    elif "log1p" in parts:
+        X = np.sign(X) * np.log1p(np.abs(X))
+    return X
+
+
+def pre_inverse(X: np.ndarray, pre: str) -> np.ndarray:
+    """Undo the range compression of ``pre`` (the division by the total is not undone: it is per sample)."""
+    parts = pre.split("+")
+    if "sqrt" in parts:
+        return np.sign(X) * np.square(X)
+    if "log1p" in parts:
+        return np.sign(X) * np.expm1(np.abs(X))
+    return X
+
+
+def resolve_intensity(intensity: str, intensity_images: bool) -> str:
+    """``intensity="auto"``: :data:`DEFAULT_INTENSITY` for intensity images (non-negative images whose values
+    are not 0..255 or 0..1 pixels, such as jet images), "none" for everything else."""
+    if intensity not in INTENSITY:
+        raise ConfigError(f"intensity={intensity!r} is not known; expected one of {INTENSITY}.")
+    if intensity != "auto":
+        return intensity
+    return DEFAULT_INTENSITY if intensity_images else "none"
+
+
+#: ``intensity="auto"`` and ``scaler="auto"`` for intensity images (measured in both directions of
+#: benchmarks/jets.py; see docs/physics.md).
+DEFAULT_INTENSITY = "sum+sqrt"
+DEFAULT_INTENSITY_SCALER = "pixel"
+
+
+def resolve_scaler(kind: str, image: bool, stats: RunningStats, intensity_images: bool = False) -> tuple[str, bool]:
     """Decide the concrete scaler for ``kind``, the layout (``image``) and the data's statistics.
 
     Returns ``(kind, per_feature)``. Images are scaled with one global offset and scale
     (pixels share units), tables per column. "auto": images get min-max to [0, 1]; tables
     get a per-column min-max when they come as uint8 or all their values lie in [0, 1],
-    and are standardised per column otherwise.
+    and are standardised per column otherwise; intensity images (``intensity_images``:
+    non-negative images that are not pixels, such as jet images) get
+    :data:`DEFAULT_INTENSITY_SCALER`. "pixel" is always per pixel.
     """
     if kind not in SCALERS:
         raise ConfigError(f"scaler={kind!r} is not known; expected one of {SCALERS}.")
     if kind != "auto":
-        return kind, not image
+        return kind, kind == "pixel" or not image
+    if image and intensity_images:
+        return DEFAULT_INTENSITY_SCALER, DEFAULT_INTENSITY_SCALER == "pixel" or not image
     if image:
         return "minmax", False
     in_unit = stats.dtype == np.uint8 or (stats.min >= 0 and stats.max <= 1)
@@ -114,10 +171,11 @@ def resolve_scaler(kind: str, image: bool, stats: RunningStats) -> tuple[str, bo
 
 
 class Scaler:
-    """Affine scaling ``(x - offset) / scale``; constant features get scale 1 (no NaN)."""
+    """Per-sample steps ``pre`` (see :func:`pre_transform`) and then the affine scaling ``(x - offset) / scale``;
+    constant features get scale 1 (no NaN)."""
 
-    def __init__(self, kind: str = "none", per_feature: bool = True):
-        self.kind, self.per_feature = kind, per_feature
+    def __init__(self, kind: str = "none", per_feature: bool = True, pre: str = "none"):
+        self.kind, self.per_feature, self.pre = kind, per_feature, pre
         self.offset: np.ndarray = np.zeros(1, np.float32)
         self.scale: np.ndarray = np.ones(1, np.float32)
 
@@ -133,6 +191,9 @@ class Scaler:
             lo, hi = stats.min, stats.max
         if self.kind == "standard":
             offset, scale = mean, np.sqrt(np.maximum(var, 0.0))
+        elif self.kind == "pixel":
+            std = np.sqrt(np.maximum(var, 0.0))
+            offset, scale = mean, std + PIXEL_FLOOR * float(np.mean(std))
         elif self.kind == "minmax":
             offset, scale = lo, np.asarray(hi) - np.asarray(lo)
         elif self.kind == "scale":
@@ -152,6 +213,8 @@ class Scaler:
         around 1e7 that vary by 1) keep their digits.
         """
         X = np.asarray(X)
+        if self.pre != "none":
+            X = pre_transform(X, self.pre)
         work = np.float64 if X.dtype == np.float64 else np.float32
         X = X.astype(work, copy=False)
         offset, scale = self.offset.astype(work), self.scale.astype(work)
@@ -166,17 +229,37 @@ class Scaler:
             out = (X.reshape(len(X), self.offset.size) * self.scale + self.offset).reshape(X.shape)
         else:
             out = X * self.scale + self.offset
+        if self.pre != "none":
+            out = pre_inverse(out, self.pre)
         return out.astype(np.float32, copy=False)
 
     def state(self) -> dict:
         return {"offset": self.offset, "scale": self.scale}
 
     def config(self) -> dict:
-        return {"kind": self.kind, "per_feature": self.per_feature}
+        return {"kind": self.kind, "per_feature": self.per_feature, "pre": self.pre}
+
+    def fit_data(self, data, stats: RunningStats, comm=None) -> "Scaler":
+        """Fit on ``data`` (array or chunked source; this rank's rows under ``comm``) whose raw statistics are
+        ``stats``: with per-sample steps the statistics are taken again, of the transformed rows."""
+        if self.pre == "none":
+            return self.fit_stats(stats)
+        from ._validation import is_source
+
+        st = RunningStats()
+        if is_source(data):
+            chunks = data.iter_chunks()
+        else:
+            step = max(1, _STATS_BYTES // max(1, 8 * int(np.prod(data.shape[1:], dtype=np.int64))))
+            chunks = (data[i : i + step] for i in range(0, data.shape[0], step))
+        for chunk in chunks:
+            st.update(pre_transform(chunk, self.pre))
+        st.dtype = np.dtype(np.float64)
+        return self.fit_stats(comm.merge(st) if comm is not None else st)
 
     @classmethod
     def from_state(cls, config: dict, state: dict) -> "Scaler":
-        sc = cls(config["kind"], config["per_feature"])
+        sc = cls(config["kind"], config["per_feature"], config.get("pre", "none"))  # folders before 0.3: no "pre"
         sc.offset = np.asarray(state["offset"], np.float64)
         sc.scale = np.asarray(state["scale"], np.float64)
         return sc

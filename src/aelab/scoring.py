@@ -46,8 +46,9 @@ VAE-only scores:
 * ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
 
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
-``relative+latent`` for data min-max scaled to [0, 1] (images, or tables already in
-[0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
+``mse+latent`` for intensity images (non-negative images that are not pixels, such as
+jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
+scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
 stated to be clean (``novelty=True``). The resolved name is the estimator's ``score_``.
 """
 
@@ -80,7 +81,12 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
         raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {shown}.")
 
 
-def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False) -> str:
+#: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)
+DEFAULT_INTENSITY_SCORE = "mse+latent"
+
+
+def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False,
+                  intensity_images: bool = False) -> str:
     """The concrete score behind ``score`` ("auto" -> a data-dependent default).
 
     Data min-max scaled to [0, 1] (images, tables in [0, 1]) get "relative+latent"; other
@@ -89,6 +95,8 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     """
     if score != "auto":
         return score
+    if intensity_images and not table:
+        return DEFAULT_INTENSITY_SCORE
     if scaler_kind == "minmax":
         return "relative+latent"
     if table:

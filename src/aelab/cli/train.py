@@ -40,8 +40,9 @@ def register(sub) -> None:
                         "the score mse+knn; without it DATA may hide anomalies")
     p.add_argument("--input-kind", choices=("auto", "table", "image"),
                    help="how to read DATA: 'auto' (default) reads 3-D arrays whose values look like pixels "
-                        "(uint8, in [0, 1], or whole numbers in [0, 255]) as greyscale images and other 3-D "
-                        "arrays, such as collider events (n, objects, features), as tables")
+                        "(uint8, in [0, 1], or whole numbers in [0, 255]) and non-negative 3-D arrays of at "
+                        "least 8 x 8 (intensity images such as jet images) as images, and other 3-D arrays, "
+                        "such as collider events (n, objects, features), as tables")
     p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
     g = p.add_argument_group("scale and resume (see docs/scale.md)")
     g.add_argument("--nproc", type=positive_int, default=1, metavar="N",

@@ -348,6 +348,11 @@ def _write_project(f, tmp: Path, out: Path, prec: Precision, backend, reuse_fact
     lo, hi = p.range
     cfg = f.model_cfg
     steps = "x_q = cast<input_type>(clip((x - offset) / scale, input_range)); output = firmware(x_q)"
+    per_sample = getattr(f.scaler, "pre", "none").split("+")  # intensity= steps, before the scaler
+    for step, text in (("log1p", "x = sign(x) log(1 + |x|)"), ("sqrt", "x = sign(x) sqrt(|x|)"),
+                       ("sum", "x = x / sum(x) over the sample (0 stays 0)")):
+        if step in per_sample:
+            steps = f"{text}; {steps}"
     score = ("sum over inputs of (x_q - output)^2" + (" where the raw input is not 0" if cfg.mask_zeros else "")
              if target == "reconstruction" else "sum of mu^2")
     pre = {"scaler": f.scaler.config(), "offset": np.asarray(f.scaler.offset, float).ravel().tolist(),

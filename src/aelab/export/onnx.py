@@ -105,6 +105,7 @@ class ScoreGraph(nn.Module):
         self.layout, self.net_shape, self.recon_kind = f.layout, f.net_shape, f.recon_kind
         self.model = copy.deepcopy(f.model).cpu().eval()
         self.per_column = f.scaler.offset.size > 1
+        self.pre = getattr(f.scaler, "pre", "none").split("+")  # Scaler's per-sample steps (pre_transform)
         self.register_buffer("offset", torch.from_numpy(f.scaler.offset.astype(np.float32)))
         self.register_buffer("scale", torch.from_numpy(f.scaler.scale.astype(np.float32)))
         if output == "reconstruction":  # Scaler.inverse_transform works in float64
@@ -145,6 +146,13 @@ class ScoreGraph(nn.Module):
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
         """Fitted.to_net: Scaler.transform (float32 input) and Layout.to_net."""
         shape = self.layout.input_shape
+        if "sum" in self.pre:
+            total = x.reshape(x.shape[0], -1).sum(dim=1).reshape(-1, *([1] * len(shape)))
+            x = x / torch.where(total != 0, total, torch.ones_like(total))
+        if "sqrt" in self.pre:
+            x = torch.sign(x) * torch.sqrt(torch.abs(x))
+        elif "log1p" in self.pre:
+            x = torch.sign(x) * torch.log1p(torch.abs(x))
         if self.per_column:
             x = ((x.reshape(-1, self.offset.numel()) - self.offset) / self.scale).reshape(-1, *shape)
         else:
@@ -163,6 +171,10 @@ class ScoreGraph(nn.Module):
             x = (x.reshape(-1, self.offset64.numel()) * self.scale64 + self.offset64).reshape(-1, *shape)
         else:
             x = x * self.scale64 + self.offset64
+        if "sqrt" in self.pre:
+            x = torch.sign(x) * x.square()
+        elif "log1p" in self.pre:
+            x = torch.sign(x) * (torch.exp(torch.abs(x)) - 1.0)  # expm1 has no ONNX operator
         return x.to(torch.float32)
 
     def _neighbours(self, x: torch.Tensor):
