@@ -1,7 +1,16 @@
 """``python -m aelab``: the command line."""
 
+import os
 import sys
 
 from .cli import main
 
-sys.exit(main())
+code = main()
+if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    # One rank of a data-parallel run, its work done and its files closed: end now, without the
+    # interpreter's teardown, in which the destroyed process group's C++ threads can abort the
+    # process ("terminate called without an active exception", SIGABRT) after a successful run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+sys.exit(code)
