@@ -114,11 +114,11 @@ def check_array(
     return arr
 
 
-def iter_checked_chunks(source, name: str = "X"):
+def iter_checked_chunks(source, name: str = "X", chunk_rows: int | None = None):
     """The chunks of a source (:func:`aelab.io.open_array`, or one rank's shard of it), each checked by
     :func:`check_array` (``dtype=None``); a bad value is reported by its row in the whole data set."""
     start = int(getattr(source, "origin", 0))
-    for chunk in source.iter_chunks():
+    for chunk in source.iter_chunks(chunk_rows):
         yield check_array(chunk, name=name, dtype=None, row_offset=start)
         start += len(chunk)
 

@@ -90,8 +90,12 @@ class Fitted:
             if tuple(X.shape[1:]) != self.layout.input_shape:
                 check_sample_shape(np.empty((0, *X.shape[1:])), self.layout.input_shape, owner)
 
+            # chunks of whole EVAL_ROWS blocks: a streamed row meets the same batch as in memory (float32
+            # products are blocked by batch), so the scores are the same bit for bit, however X is read
+            aligned = max(EVAL_ROWS, int(getattr(X, "chunk_rows", EVAL_ROWS)) // EVAL_ROWS * EVAL_ROWS)
+
             def chunks():
-                for chunk in iter_checked_chunks(X):
+                for chunk in iter_checked_chunks(X, chunk_rows=aligned):
                     for i in range(0, chunk.shape[0], EVAL_ROWS):
                         yield self.to_net(chunk[i : i + EVAL_ROWS])
 

@@ -106,6 +106,19 @@ def add_labels(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--labels", metavar="FILE", help=f"{help}: a file with one label per row of DATA, or a built-in name")
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its --nproc option: what each rank of a launched command runs."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 # ---------------------------------------------------------------- reading and writing
 def read_data(spec: str, labels: bool = False) -> np.ndarray:
     """The array (or, with ``labels=True``, the labels) named by a path or a built-in name."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..exceptions import ConfigError
 from ._common import (add_command, add_data, add_model, add_stream, load_model, positive_int, progress, rate,
-                      read_config, read_source, say, streamed)
+                      read_config, read_source, say, streamed, without_nproc)
 
 #: --model choice -> (estimator class, preset parameters, description)
 PRESETS = {
@@ -84,18 +84,6 @@ def _estimator(args):
     return cls(**params)
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            out.append(a)
-    return out
-
-
 def train(args) -> int:
     from ..distributed import _check_fit_rows, check_launcher, default_threads, process_group, run_cli
 
@@ -108,7 +96,7 @@ def train(args) -> int:
         X = read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
         _check_fit_rows(est, X, args.nproc, what=f"DATA ({args.data})", option="--nproc ")
         threads = args.threads or default_threads(args.nproc)
-        argv = _without_nproc(args.argv) + ([] if args.threads else ["--threads", str(threads)])
+        argv = without_nproc(args.argv) + ([] if args.threads else ["--threads", str(threads)])
         say(args, f"training on {args.nproc} ranks x {threads} CPU thread(s) (torch.distributed, "
                   f"{'NCCL' if est.device != 'cpu' and _cuda() else 'gloo'})")
         run_cli(args.nproc, argv, threads)
