@@ -106,7 +106,6 @@ def test_a_damaged_model_is_refused_by_name(table, tmp_path):
 
 
 def test_rerunning_to_hls_keeps_the_users_report_files(table, tmp_path):
-    pytest.importorskip  # hls4ml is a dev dependency: the test always runs
     _, X = table
     est = aelab.Autoencoder(latent_dim=2, hidden=(8,), epochs=1, random_state=0).fit(X)
     project = tmp_path / "hls"
