@@ -307,7 +307,7 @@ def test_model_folders_of_format_1_still_load(blobs, tmp_path):
     old = aelab.load(tmp_path / "m")
     assert old.anomaly_score == "mse" and old.input_kind_ == "table"
     np.testing.assert_array_equal(old.decision_function(X), est.decision_function(X))
-    cfg["format_version"] = 3
+    cfg["format_version"] = 4
     cfg_file.write_text(json.dumps(cfg))
     with pytest.raises(aelab.exceptions.PersistenceError, match="Upgrade aelab"):
         aelab.load(tmp_path / "m")

@@ -158,3 +158,26 @@ def test_either_family_flags_the_other_with_the_defaults(normal, anomaly, make):
     auc = roc_auc(y, ae.decision_function(X_test))
     assert auc >= 0.7, f"{normal}-trained: AUROC {auc:.3f}"
     assert ae.input_kind_ == "image"
+
+
+def test_a_model_with_per_sample_steps_is_written_as_format_3(tmp_path):
+    """An aelab that does not know the intensity steps must refuse such a folder, not score without them."""
+    import json
+
+    X = aelab.datasets.make_jet_images(200, kind="qcd", size=12, random_state=0)
+    est = aelab.PCA(n_components=2).fit(X)
+    assert est.fitted_.scaler.pre != "none"
+    est.save(tmp_path / "jets")
+    assert json.loads((tmp_path / "jets" / "config.json").read_text())["format_version"] == 3
+    np.testing.assert_array_equal(aelab.load(tmp_path / "jets").decision_function(X), est.decision_function(X))
+    aelab.PCA(n_components=2).fit(np.random.default_rng(0).normal(size=(50, 4))).save(tmp_path / "table")
+    assert json.loads((tmp_path / "table" / "config.json").read_text())["format_version"] == 2
+
+
+def test_cli_train_takes_the_intensity_steps(cli, tmp_path):
+    np.save(tmp_path / "jets.npy", make_jet_images(120, kind="top", size=12, random_state=1))
+    code, _, err = cli("train", tmp_path / "jets.npy", "--model", "pca", "--intensity", "log1p", "--out", tmp_path / "m")
+    assert code == 0, err
+    assert aelab.load(tmp_path / "m").fitted_.scaler.pre == "log1p"
+    code, _, err = cli("train", tmp_path / "jets.npy", "--intensity", "cube", "--out", tmp_path / "m2")
+    assert code == 2 and "--intensity" in err and not (tmp_path / "m2").exists()

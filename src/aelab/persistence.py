@@ -29,8 +29,12 @@ from .config import jsonable as _jsonable
 from .exceptions import PersistenceError
 
 FORMAT = "aelab-model"
-FORMAT_VERSION = 2  # 2: fitted.input_kind and params.anomaly_score (aelab 0.2); version 1 still loads
-_READABLE_VERSIONS = (1, 2)
+# 2: fitted.input_kind and params.anomaly_score (aelab 0.2); version 1 still loads.
+# 3: the scaler's per-sample steps (scaler.pre, intensity images). Only a model that uses them is written
+#    as version 3, so that an aelab which does not know them refuses it instead of scoring without them.
+FORMAT_VERSION = 2
+FORMAT_VERSION_PRE = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _FILES = ("config.json", "weights.safetensors", "meta.json")
 _MAX_JSON_BYTES = 64 * 2**20
 
@@ -43,7 +47,8 @@ def save(path, class_name: str, params: dict, fitted) -> None:
     from ._version import __version__
 
     state, tensors = fitted.to_state()
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "class": class_name,
+    version = FORMAT_VERSION_PRE if state.get("scaler", {}).get("pre", "none") != "none" else FORMAT_VERSION
+    config = {"format": FORMAT, "format_version": version, "class": class_name,
               "params": _jsonable(params), **_jsonable(state)}
     meta = {"aelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

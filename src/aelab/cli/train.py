@@ -43,6 +43,12 @@ def register(sub) -> None:
                         "(uint8, in [0, 1], or whole numbers in [0, 255]) and non-negative 3-D arrays of at "
                         "least 8 x 8 (intensity images such as jet images) as images, and other 3-D arrays, "
                         "such as collider events (n, objects, features), as tables")
+    from ..preprocessing import INTENSITY
+
+    p.add_argument("--intensity", choices=INTENSITY, metavar="STEPS",
+                   help="per-image steps for intensity images (non-negative images that are not pixels, such as "
+                        f"jet images): one of {', '.join(INTENSITY)}; 'auto' (default) takes sum+sqrt for them "
+                        "and none for other data (docs/physics.md)")
     p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
     g = p.add_argument_group("scale and resume (see docs/scale.md)")
     g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
@@ -75,7 +81,7 @@ def _estimator(args):
     flags = {"n_components" if args.model == "pca" else "latent_dim": args.latent_dim, "epochs": args.epochs,
              "random_state": args.seed, "verbose": progress(args) if "verbose" in valid else None,
              "input_kind": args.input_kind, "device": None if args.device == "auto" else args.device,
-             "novelty": True if args.novelty else None}
+             "novelty": True if args.novelty else None, "intensity": args.intensity}
     if args.epochs is not None and "epochs" not in valid:
         raise ConfigError(f"--epochs does not apply to --model {args.model}: it is fitted in closed form. Drop --epochs.")
     # a config file may still use a renamed parameter's old name (the estimator warns and maps it)
