@@ -4,9 +4,10 @@ import os
 import sys
 
 from .cli import main
+from .comm import world_from_env
 
 code = main()
-if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+if world_from_env() > 1:
     # One rank of a data-parallel run, its work done and its files closed: end now, without the
     # interpreter's teardown, in which the destroyed process group's C++ threads can abort the
     # process ("terminate called without an active exception", SIGABRT) after a successful run.

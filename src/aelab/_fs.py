@@ -238,7 +238,8 @@ def owned_files(folder, kind: str) -> set[str]:
     legacy = _legacy_files(folder, kind)
     if legacy is not None:
         return legacy
-    shown = ", ".join(_entries(folder)[:5]) + (", ..." if len(_entries(folder)) > 5 else "")
+    entries = _entries(folder)
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
     raise PersistenceError(f"{str(folder)!r} is not empty ({shown}) and is not an {what} (no {MARKER} written "
                            f"by aelab); aelab writes only into a new, empty or own folder, and never touches files "
                            "it did not write. Choose a new or empty folder.")
@@ -299,12 +300,12 @@ def _sync_tree(folder: Path) -> None:
         fsync_dir(Path(root))
 
 
-def write_owned(folder, kind: str, fill: Callable[[Path], object], *, keep: bool = True):
+def write_owned(folder, kind: str, fill: Callable[[Path], object]):
     """Write the ``kind`` folder ``folder`` all at once; returns what ``fill`` returned.
 
     ``fill(tmp)`` writes the new content into the empty folder ``tmp`` (a sibling of
     ``folder``). The files of the previous folder that aelab did not write are carried into
-    the new one (``keep=True``); one that the new content would replace stops the write
+    the new one; one that the new content would replace stops the write
     with an error naming it, and nothing changes. Then the new folder takes the place of
     the old in one atomic swap, and the old content is removed.
     """
@@ -331,9 +332,8 @@ def write_owned(folder, kind: str, fill: Callable[[Path], object], *, keep: bool
         with open(tmp / MARKER, "w", encoding="utf-8") as fh:
             json.dump({"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "kind": kind, "aelab": __version__,
                        "files": files}, fh, indent=1)
-        if keep:
-            for e in foreign:
-                _carry(folder / e.rstrip("/"), tmp / e.rstrip("/"))
+        for e in foreign:
+            _carry(folder / e.rstrip("/"), tmp / e.rstrip("/"))
         _sync_tree(tmp)
         if folder.is_dir():
             if _exchange(tmp, folder):

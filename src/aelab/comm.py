@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from .exceptions import ConfigError
 
-__all__ = ["Comm", "current", "process_group", "TIMEOUT_S"]
+__all__ = ["Comm", "current", "process_group", "world_from_env", "TIMEOUT_S"]
 
 #: Seconds a collective waits for the other ranks before it fails (a lost rank never hangs the job).
 TIMEOUT_S = int(os.environ.get("AELAB_DIST_TIMEOUT", "300"))
@@ -120,9 +120,10 @@ def current() -> Comm:
     return Comm()
 
 
-def _world_from_env() -> int:
+def world_from_env() -> int:
+    """The world size torchrun (or ``--nproc``) put in the environment: 1 outside a data-parallel run."""
     try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
+        return int(os.environ.get("WORLD_SIZE", "1") or 1)
     except ValueError:
         raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer.") from None
 
@@ -133,7 +134,7 @@ def process_group(on_error=None):
     MASTER_PORT) for the duration of the block; a no-op without one (world size 1) or when a group
     is already initialised. Backend: gloo for CPU tensors, NCCL for CUDA ones. ``on_error(rank, exc)``
     runs when the block raises, before the group is destroyed (which fails the peers' collectives)."""
-    if _world_from_env() <= 1 or dist.is_initialized():
+    if world_from_env() <= 1 or dist.is_initialized():
         yield current()
         return
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"

@@ -22,7 +22,6 @@ in this process; nothing here schedules or communicates on its own.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from . import comm as _comm
-from .comm import TIMEOUT_S, Comm, _world_from_env, current  # noqa: F401 (re-exported)
+from .comm import TIMEOUT_S, Comm, current, world_from_env  # noqa: F401 (re-exported)
 from .exceptions import ConfigError, TrainingError
 
 __all__ = ["Comm", "current", "process_group", "launch", "fit", "check_rows", "launcher_alive", "TIMEOUT_S"]
@@ -76,7 +75,7 @@ def bind_to_launcher() -> None:
     stops the ranks and reports the interruption once. A no-op outside :func:`launch`.
     """
     expected = os.environ.get(ENV_LAUNCHER)
-    if not expected or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if not expected or world_from_env() <= 1:
         return
     if sys.platform.startswith("linux"):
         import ctypes
@@ -93,7 +92,7 @@ def launcher_alive() -> bool:
     """False in a rank of :func:`launch` whose launcher has ended (check before writing anything);
     True everywhere else."""
     expected = os.environ.get(ENV_LAUNCHER)
-    return not expected or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.getppid() == int(expected)
+    return not expected or world_from_env() <= 1 or os.getppid() == int(expected)
 
 
 def check_launcher(what: str) -> None:

@@ -24,7 +24,7 @@ from .config import ModelConfig
 from .exceptions import ConfigError, DataError
 from .layout import Layout
 from .preprocessing import RunningStats, Scaler
-from .heads import HEADS, Latent, build_head, knn_distance, latent_precision
+from .heads import HEADS, Latent, build_head, knn_distance, latent_precision, mahalanobis
 from .scoring import FITTED_SCORES, KNN_REF_ROWS, KNN_SCORES, RECON_MEAN_SCORES
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
@@ -293,17 +293,11 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
         head = build_head(score, {"latent_mean": mean, "latent_cov": cov, "recon_kind": recon_kind,
                                   "recon_means": dict(zip(RECON_MEAN_SCORES, out["recon_means"].tolist()))})
         latent = head if isinstance(head, Latent) else next(h for h in head.parts if isinstance(h, Latent))
-        values = {"latent": latent(None, _Codes(Z)), **{s: R[:, i] for i, s in enumerate(RECON_MEAN_SCORES)}}
+        values = {"latent": mahalanobis(Z, latent.mean, latent.precision),
+                  **{s: R[:, i] for i, s in enumerate(RECON_MEAN_SCORES)}}
         scores = values["latent"] if isinstance(head, Latent) else head.combine(values)
         out["decision_scores"] = comm.concat(scores.numpy())
     return out
-
-
-class _Codes:
-    """An output that holds only the codes (what the latent head reads)."""
-
-    def __init__(self, z):
-        self.z = z
 
 
 def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS,

@@ -287,12 +287,13 @@ def exit_code(exc: BaseException) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Call the command; turn errors into a one-line message and an exit code."""
+    from ..comm import world_from_env
     from ..distributed import bind_to_launcher, record_failure
 
     bind_to_launcher()  # a rank of --nproc ends with its launcher
     prog = f"aelab {args.command}"
     rank = None
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one rank of a data-parallel run
+    if world_from_env() > 1:  # one rank of a data-parallel run
         rank = os.environ.get("RANK", "?")
         prog += f" (rank {rank} of {os.environ['WORLD_SIZE']})"
     def one_line(message, category, filename, lineno, file=None, line=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..comm import world_from_env
 from ..scoring import SCORES
 from . import conformal
 from ._common import (add_command, add_data, add_labels, add_model, add_out, add_stream, check_out, load_model,
@@ -82,7 +83,7 @@ def score(args) -> int:
     if conformal.wants_rule(args):
         conformal.check_rule_args(est, args)
     # A streamed X is scored chunk by chunk; only the scores (8 bytes a row) are held.
-    if _world() > 1:  # one rank of --nproc or torchrun: its range of rows; rank 0 assembles them
+    if world_from_env() > 1:  # one rank of --nproc or torchrun: its range of rows; rank 0 assembles them
         scores, engine = _rank_scores(est, X, args)
         if scores is None:
             return 0
@@ -97,12 +98,6 @@ def score(args) -> int:
     say(args, f"wrote {len(scores)} {args.score or est.score_} scores{streamed(X)} by {engine} to {args.out} "
               f"(mean {scores.mean():.4g}, {_above(est, scores, args.score)})")
     return 0
-
-
-def _world() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def _parts(out, pid: int):
@@ -131,7 +126,7 @@ def _launch(args) -> int:
     from ..distributed import default_threads, run_cli
     from ..exceptions import ConfigError
 
-    if _world() > 1:
+    if world_from_env() > 1:
         raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
     est = load_model(args.model, args.device)
     check_out(args.out)

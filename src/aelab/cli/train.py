@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..comm import world_from_env
 from ..exceptions import ConfigError
 from ._common import (add_command, add_data, add_model, add_stream, load_model, positive_int, progress, rate,
                       read_config, read_source, say, streamed, without_nproc)
@@ -97,7 +97,7 @@ def train(args) -> int:
     out = Path(args.out)
     _check_outputs(args, out)
     if args.nproc > 1:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        if world_from_env() > 1:
             raise ConfigError("--nproc was given inside a torchrun job; drop --nproc (torchrun sets the ranks).")
         X = read_source(args.data, args.stream)  # bad data fails here, once, before any rank starts
         _check_fit_rows(est, X, args.nproc, what=f"DATA ({args.data})", option="--nproc ")
