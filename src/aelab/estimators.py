@@ -33,7 +33,7 @@ from .layout import INPUT_KINDS, Layout, intensity_images, resolve_layout
 from .models import build_model
 from .preprocessing import (INTENSITY, NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_intensity,
                             resolve_scaler)
-from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES, check_score, resolve_score
+from .scoring import KNN_SCORES, check_score, knn_plan, resolve_score
 from .device import resolve_device
 from .training import permuted_batches, train, validation_split
 
@@ -422,10 +422,10 @@ class _Base(ParamsBase):
         draft = draft.replace(history=history, n_epochs_config=n_epochs)
         in_reference = None
         if draft.score in KNN_SCORES:
-            k = KNN_K_CLEAN if self.novelty else KNN_K_CONTAMINATED
+            rows, k = knn_plan(n, bool(self.novelty))
             # a model fitted in closed form stays deterministic: its reference rows never depend on a random seed
             ref_seed = 0 if self._closed_form and self.random_state is None else seed
-            knn, in_reference = knn_reference(local, draft.to_net, n, ref_seed, k, comm=comm)
+            knn, in_reference = knn_reference(local, draft.to_net, n, ref_seed, k, rows, comm=comm)
             draft = draft.replace(**knn)
         st = post_fit_statistics(model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                                  recon_kind, self._latent_gaussian(model), comm=comm)
