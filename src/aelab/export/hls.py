@@ -32,6 +32,9 @@ What goes into the firmware, and at which precision P (``ap_fixed<W,I>``):
   of squared errors (over the inputs that are present for ``mask_zeros`` models, over the
   original pixels of a padded image), or ``|mu|^2`` for a VAE, whose export is the encoder's
   mean only.
+  :func:`hls_scores` with ``score=`` scores any registered score's head on the C model's outputs
+  instead (the whole network, a VAE's decoder too, with the code layer traced; see
+  :mod:`aelab.export.firmware`).
 
 :func:`aelab.export.quantize.emulate` reproduces this arithmetic in PyTorch; the tests check
 that the two agree (bit for bit, but for hls4ml's lookup-table sigmoid and tanh).
