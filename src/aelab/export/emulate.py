@@ -18,7 +18,9 @@ The arithmetic is hls4ml's (Vitis/Vivado backends, ``io_parallel``, latency stra
 * the leaky-ReLU slope is cast to ``ap_ufixed<8,I>`` with the slope's leading bit as its top
   bit ("auto"; hls4ml's choice for a constant), or to the data type ("same");
 * the score is computed from the fixed-point input and output as firmware computes it
-  (:func:`~aelab.export.ir.firmware_score`);
+  (:func:`~aelab.export.ir.firmware_score`); or, with ``score=`` a registered score name, by that
+  score's head module on the fixed-point input, code and reconstruction (:mod:`aelab.export.firmware`
+  says what runs in fixed point and what in float);
 * sigmoid and tanh outputs are float functions cast to the precision here, while hls4ml uses
   lookup tables: close, not bit-exact.
 
@@ -36,11 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .firmware import FirmwarePass, check_scores, head_scores
 from .fixed import Precision, cast_weights
 from .ir import (Activation, Conv, Dense, Flatten, Graph, Pool, Unflatten, Upsample, firmware_score, fitted_state,
                  graph, network_input)
 
-__all__ = ["Context", "run", "emulate", "firmware_scores", "check_rows", "ROWS"]
+__all__ = ["Context", "run", "emulate", "firmware_scores", "firmware_pass", "check_rows", "ROWS"]
 
 ROWS = 2048  # rows per emulated block (the per-product tensors of accum="same" are rows x out x in)
 
@@ -132,6 +135,16 @@ def run(layers, x: torch.Tensor, ctx: Context) -> torch.Tensor:
     return x
 
 
+def run_to_code(layers, x: torch.Tensor, ctx: Context, code_at: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the output of ``layers[code_at - 1]``, the last output): the code and the network's output."""
+    code = x
+    for i, layer in enumerate(layers):
+        x = apply(layer, x, ctx)
+        if i + 1 == code_at:
+            code = x
+    return code, x
+
+
 def check_rows(f, X) -> np.ndarray:
     """X checked against the model's per-sample shape."""
     from .._validation import check_array, check_sample_shape
@@ -147,16 +160,46 @@ def firmware_graph(g: Graph, precision: Precision) -> Graph:
 
 
 @torch.no_grad()
-def emulate(est_or_fitted, X, precision="ap_fixed<16,6>", accum: str = "auto", weight_precision=None) -> dict:
+def firmware_pass(f, X, prec: Precision) -> FirmwarePass:
+    """The whole network (:func:`~aelab.export.ir.graph` ``whole=True``) emulated at ``prec`` on the checked
+    rows X: its cast input, code and output."""
+    g = graph(f, whole=True)
+    q, ctx = firmware_graph(g, prec), Context.of(prec, weights_cast=True)
+    parts = []
+    for i in range(0, len(X), ROWS):
+        x, absent = network_input(f, X[i : i + ROWS], prec.data, g)
+        parts.append(FirmwarePass(x, absent, *run_to_code(q.layers, x, ctx, g.code_at)))
+    return FirmwarePass.cat(parts)
+
+
+@torch.no_grad()
+def emulate(est_or_fitted, X, precision="ap_fixed<16,6>", accum: str = "auto", weight_precision=None,
+            score: str | None = None) -> dict:
     """Bit-accurate emulation of the hls4ml firmware of the model at ``precision`` (``weight_precision``:
     another type for the weights and biases; default the same; or one :class:`~aelab.export.fixed.Precision`).
 
     Returns a dict of numpy arrays: ``output`` (the network's fixed-point output in scaled units:
     the reconstruction, or mu for a VAE), ``score`` (the firmware score, see
     :func:`firmware_scores`) and ``float_score`` (the same score of the float model).
+
+    ``score``: a registered score name (:data:`aelab.heads.HEADS`). The whole network (a VAE's decoder
+    too) runs in fixed point and that score's head (``Fitted.head(score)``, the module
+    ``decision_function`` runs) scores the fixed-point input, code and reconstruction in float64:
+    ``score`` holds those scores, ``float_score`` ``decision_function(X, score)`` of the float model,
+    ``output`` the fixed-point reconstruction and ``code`` the fixed-point code (a VAE: mu, then logvar).
+    The neighbour heads measure the fixed-point input's distance to their reference rows (float32
+    scaled units). See :mod:`aelab.export.firmware`.
     """
     f = fitted_state(est_or_fitted)
     prec = Precision.of(precision, weight_precision, accum)
+    if score is not None:
+        (name,) = check_scores(f, [score])
+        X = check_rows(f, X)
+        empty = np.empty(0)
+        p = firmware_pass(f, X, prec) if len(X) else None
+        return {"output": p.output.numpy() if p else empty, "code": p.code.numpy() if p else empty,
+                "score": head_scores(f, p, name) if p else empty, "target": "reconstruction",
+                "float_score": f.scores(X, name, "fixed-point emulation") if p else empty}
     g = graph(f)
     q = firmware_graph(g, prec)
     X = check_rows(f, X)
@@ -173,13 +216,18 @@ def emulate(est_or_fitted, X, precision="ap_fixed<16,6>", accum: str = "auto", w
     return {"output": cat(outs), "score": cat(scores), "float_score": cat(floats), "target": g.target}
 
 
-def firmware_scores(est_or_fitted, X, precision=None, accum: str = "auto", weight_precision=None) -> np.ndarray:
+def firmware_scores(est_or_fitted, X, precision=None, accum: str = "auto", weight_precision=None,
+                    score: str | None = None) -> np.ndarray:
     """The score the firmware computes, per row of X: the sum of squared errors between the (fixed-point)
     scaled input and the reconstruction, over the inputs that are present for ``mask_zeros`` models;
-    ``|mu|^2`` for a VAE. ``precision=None``: the float model."""
+    ``|mu|^2`` for a VAE; or the registered ``score``'s head on the fixed-point outputs (see :func:`emulate`).
+    ``precision=None``: the float model."""
+    if precision is None and score is not None:
+        f = fitted_state(est_or_fitted)
+        return f.scores(X, check_scores(f, [score])[0], "the float model")
     if precision is None:
         return emulate(est_or_fitted, X, "ap_fixed<32,16>", accum)["float_score"]
-    return emulate(est_or_fitted, X, precision, accum, weight_precision)["score"]
+    return emulate(est_or_fitted, X, precision, accum, weight_precision, score)["score"]
 
 
 def float_outputs(f, g: Graph, X, until: int | None = None):

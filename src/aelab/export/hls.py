@@ -32,6 +32,9 @@ What goes into the firmware, and at which precision P (``ap_fixed<W,I>``):
   of squared errors (over the inputs that are present for ``mask_zeros`` models, over the
   original pixels of a padded image), or ``|mu|^2`` for a VAE, whose export is the encoder's
   mean only.
+  :func:`hls_scores` with ``score=`` scores any registered score's head on the C model's outputs
+  instead (the whole network, a VAE's decoder too, with the code layer traced; see
+  :mod:`aelab.export.firmware`).
 
 :func:`aelab.export.quantize.emulate` reproduces this arithmetic in PyTorch; the tests check
 that the two agree (bit for bit, but for hls4ml's lookup-table sigmoid and tanh).
@@ -54,7 +57,8 @@ from torch import nn
 from .._fs import check_owned, write_owned
 from .._validation import check_array, check_sample_shape
 from ..exceptions import ConfigError, require
-from .emulate import emulate
+from .emulate import check_rows, emulate
+from .firmware import FirmwarePass, check_scores, head_scores
 from .fixed import FixedPoint, Precision, parse_precision, round_weights
 from .ir import Activation, Conv, Dense, Flatten, Pool, Unflatten, Upsample, firmware_score, fitted_state, graph, \
     network_input, unsupported
@@ -92,14 +96,14 @@ class ChannelsLastView(nn.Module):
         return x.view(-1, *self.shape)
 
 
-def hls_network(est_or_fitted, weight_precision=None) -> nn.Sequential:
+def hls_network(est_or_fitted, weight_precision=None, whole: bool = False) -> nn.Sequential:
     """The float network hls4ml converts: batch norm folded into the Linear and Conv2d layers, the
     activations, pooling and upsampling (a VAE: its encoder's mean only), named dense1, act1, conv2,
     pool2, ... (the firmware's layer names). ``weight_precision``: weights and biases rounded to that
     type first (:func:`~aelab.export.fixed.round_weights`). A convolutional decoder's first Dense
     has its outputs in (H, W, C) order before a :class:`ChannelsLastView`: the network is meant for
-    hls4ml's channels-last conversion, not for PyTorch."""
-    g = graph(est_or_fitted)
+    hls4ml's channels-last conversion, not for PyTorch. ``whole``: :func:`~aelab.export.ir.graph`'s whole network."""
+    g = graph(est_or_fitted, whole)
     pw = None if weight_precision is None else parse_precision(weight_precision)
     layers: OrderedDict = OrderedDict()
     state = {"n": 0, "last_dense": None, "pw": pw}
@@ -196,12 +200,21 @@ def _products(module) -> int:
     return module.in_features if isinstance(module, nn.Linear) else module.weight[0].numel()
 
 
-def _convert(f, output_dir, prec: Precision, backend: str, reuse_factor: int, io_type: str):
+def _code_layer(g) -> str:
+    """The firmware name of the layer whose output is the code (the encoder's last Dense)."""
+    n = sum(layer.weighted for layer in g.layers[: g.code_at])
+    return f"dense{n}" if isinstance(g.layers[g.code_at - 1], Dense) else f"conv{n}"
+
+
+def _convert(f, output_dir, prec: Precision, backend: str, reuse_factor: int, io_type: str, whole: bool = False):
+    """(hls4ml ModelGraph, precision table); ``whole``: the whole network with its code layer traced."""
     hls4ml = _hls4ml()
-    net = hls_network(f, prec.weight)
+    net = hls_network(f, prec.weight, whole)
     x, _ = network_input(f, np.zeros((1, *f.layout.input_shape), np.float32))
     with contextlib.redirect_stdout(io.StringIO()):  # hls4ml prints its topology
         cfg, table = _config(hls4ml, net, tuple(x.shape[1:]), prec, backend, reuse_factor)
+        if whole:
+            cfg["LayerName"][_code_layer(graph(f, whole=True))]["Trace"] = True
         model = hls4ml.converters.convert_from_pytorch_model(net, hls_config=cfg, output_dir=str(output_dir),
                                                              backend=backend, io_type=io_type)
     keep = ("result", "weight", "bias", "accum", "param")
@@ -234,15 +247,39 @@ def _ap(precision) -> str:
         return text
 
 
-def _compile(model) -> str | None:
-    """Build the C emulation; None on success, else why not."""
+def _compile(model, build=None) -> str | None:
+    """Build the C emulation (``build()``, default ``model.compile()``); None on success, else why not."""
     if shutil.which("g++") is None:
         return "no C++ compiler (g++) on PATH: the project is written, its C emulation was not built"
     try:
-        model.compile()
+        (build or model.compile)()
     except Exception as exc:  # the compiler's own message
         return f"g++ failed to build the emulation: {' '.join(str(exc).split())[:400]}"
     return None
+
+
+def _traced_pass(model, f, X, p: FixedPoint) -> FirmwarePass:
+    """Compile the whole network's project with its code layer traced (one g++ build) and run it on X, in
+    float64 (the C model's double interface: exact for these fixed-point values)."""
+    g = graph(f, whole=True)
+    x, absent = network_input(f, X, p, g)
+    xin = np.ascontiguousarray((x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy())
+    res = {}
+
+    def build():
+        with contextlib.redirect_stdout(io.StringIO()):  # hls4ml's trace() compiles with tracing, and says so
+            res["out"], res["trace"] = model.trace(xin)
+
+    why = _compile(model, build)
+    if why:
+        raise ConfigError(f"cannot emulate with hls4ml: {why}. Use aelab.export.quantize.emulate for the PyTorch "
+                          "emulation.")
+    out = torch.from_numpy(np.asarray(res["out"], dtype=np.float64).reshape(len(X), -1))
+    if x.dim() == 4:
+        n, c, h, w = x.shape
+        out = out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    code = torch.from_numpy(np.asarray(res["trace"][_code_layer(g)], dtype=np.float64).reshape(len(X), -1))
+    return FirmwarePass(x, absent, code, out)
 
 
 def _predict(model, f, X, p: FixedPoint):
@@ -259,13 +296,31 @@ def _predict(model, f, X, p: FixedPoint):
     return firmware_score(g, x, out, mask).numpy(), out.numpy()
 
 
-def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None, weight_precision=None) -> np.ndarray:
+def hls_scores(est_or_fitted, X, precision, accum: str = "auto", output_dir=None, weight_precision=None,
+               score=None):
     """Firmware scores of X from hls4ml's compiled C emulation at ``precision`` (a temporary project
-    unless ``output_dir``)."""
+    unless ``output_dir``).
+
+    ``score``: a registered score name, or a sequence of them (then a dict name -> scores, all from one
+    g++ build): the project holds the whole network (a VAE's decoder too, see
+    :func:`~aelab.export.ir.graph`), its code layer is traced (hls4ml ``Trace``, read through its
+    ``trace()``), and the score's head (``Fitted.head(score)``) scores the C model's fixed-point input,
+    code and reconstruction in float64, as :func:`aelab.export.emulate.emulate` does with ``score=``.
+    """
     import tempfile
 
     f = fitted_state(est_or_fitted)
     prec = Precision.of(precision, weight_precision, accum)
+    if score is not None:
+        names, X = check_scores(f, score), check_rows(f, X)
+        _hls4ml()
+        if not len(X):
+            return np.empty(0) if isinstance(score, str) else {name: np.empty(0) for name in names}
+        with tempfile.TemporaryDirectory(prefix="aelab-hls-") as tmp:
+            model, _ = _convert(f, output_dir or Path(tmp) / "project", prec, "Vitis", 1, "io_parallel", whole=True)
+            p = _traced_pass(model, f, X, prec.data)
+        scores = {name: head_scores(f, p, name) for name in names}
+        return scores[score] if isinstance(score, str) else scores
     with tempfile.TemporaryDirectory(prefix="aelab-hls-") as tmp:
         model, _ = _convert(f, output_dir or Path(tmp) / "project", prec, "Vitis", 1, "io_parallel")
         why = _compile(model)

@@ -94,6 +94,7 @@ class Graph:
     mask_zeros: bool = False       # inputs that are exactly 0 give no error
     latent_dim: int = 0
     skipped: list = field(default_factory=list)  # each module not taken, as "name (Type): why"
+    code_at: int = 0               # the code (the encoder's output) is the output of layers[code_at - 1]
 
     @property
     def weighted(self) -> list:
@@ -248,29 +249,32 @@ def fitted_state(est_or_fitted):
                       f"got {type(est_or_fitted).__name__}.")
 
 
-def _build(f) -> Graph:
+def _build(f, whole: bool = False) -> Graph:
     cfg = f.model_cfg
     variational = bool(cfg.variational)
-    target = "mu" if variational else "reconstruction"
+    target = "mu" if variational and not whole else "reconstruction"
     if cfg.kind != "autoencoder":
         return Graph([], target, skipped=[f"model ({type(f.model).__name__}): a {cfg.kind} model has no layers to "
                                           "convert; fit an Autoencoder"])
     layers: list = []
     skipped: list = []
-    halves = [("encoder", f.model.encoder)] if variational else [("encoder", f.model.encoder),
-                                                                  ("decoder", f.model.decoder)]
-    for prefix, half in halves:
-        _walk_module(half, prefix, layers, skipped)
+    _walk_module(f.model.encoder, "encoder", layers, skipped)
+    code_at = len(layers)
+    if target == "reconstruction":
+        _walk_module(f.model.decoder, "decoder", layers, skipped)
     if not skipped:
-        if variational:  # keep the mean: the first k outputs of the last Linear
-            k = cfg.latent_dim
+        k = cfg.latent_dim
+        if target == "mu":  # keep the mean: the first k outputs of the last Linear
             layers[-1] = replace(layers[-1], W=layers[-1].W[:k], b=layers[-1].b[:k])
-        elif cfg.output == "sigmoid":
+        elif variational:  # the decoder reads the mean: zero weights for the k logvar inputs (exact in any type)
+            first = layers[code_at]
+            layers[code_at] = replace(first, W=torch.cat([first.W, torch.zeros_like(first.W)], dim=1))
+        if target == "reconstruction" and cfg.output == "sigmoid":
             layers.append(Activation("sigmoid"))
     conv = cfg.arch == "conv"
     return Graph(layers, target, pad_hw=tuple(f.model.pad_hw) if conv else None,
                  crop=tuple(cfg.input_shape) if conv else None, mask_zeros=bool(cfg.mask_zeros),
-                 latent_dim=int(cfg.latent_dim), skipped=skipped)
+                 latent_dim=int(cfg.latent_dim), skipped=skipped, code_at=code_at)
 
 
 def unsupported(est_or_fitted) -> list[str]:
@@ -278,13 +282,17 @@ def unsupported(est_or_fitted) -> list[str]:
     return _build(fitted_state(est_or_fitted)).skipped
 
 
-def graph(est_or_fitted) -> Graph:
+def graph(est_or_fitted, whole: bool = False) -> Graph:
     """The firmware :class:`Graph` of a fitted dense or convolutional autoencoder (a VAE: its encoder's mean).
+
+    ``whole=True``: the whole network, whose code is the output of ``layers[code_at - 1]`` (what the score
+    heads read); the same graph for an autoencoder, and for a VAE its encoder (mu and logvar, 2k outputs)
+    and decoder, whose first Dense reads mu (its weights on logvar are 0).
 
     Raises ConfigError naming each module that is not taken (the residual, inception and dense
     backbones' blocks, transposed convolutions, ELU, GELU; PCA has no layers).
     """
-    g = _build(fitted_state(est_or_fitted))
+    g = _build(fitted_state(est_or_fitted), whole)
     if g.skipped:
         raise ConfigError(f"fixed-point emulation and hls4ml export cannot take {'; '.join(g.skipped)}. They take "
                           "dense and convolutional autoencoders of Linear, Conv2d, batch norm, max or average "

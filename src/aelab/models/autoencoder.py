@@ -105,17 +105,24 @@ class AutoencoderNet(nn.Module):
         if self.cfg.arch == "conv":
             ph, pw = self.pad_hw
             x = nn.functional.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2]))
-        h = self.encoder(x)
+        return self.split_code(self.encoder(x))
+
+    def split_code(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mu, logvar) from the encoder's output ``h`` (logvar clamped; None for a deterministic encoder)."""
         if not self.cfg.variational:
             return h, None
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.decoder(z)
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """A padded (..., H, W) tensor of a convolutional model back to the input's size (others: as is)."""
         if self.cfg.arch == "conv":
             _, h, w = self.cfg.input_shape
             x = x[..., :h, :w]
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.crop(self.decoder(z))
         return torch.sigmoid(x) if self.cfg.output == "sigmoid" else x
 
     def forward(self, x: torch.Tensor, sample: bool = False) -> AEOutput:
@@ -123,7 +130,17 @@ class AutoencoderNet(nn.Module):
         z = mu
         if sample and logvar is not None:
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        x_hat = self.decode(z)
+        return self._output(x, z, mu, logvar, self.decode(z))
+
+    def _output(self, x, z, mu, logvar, x_hat, absent=None) -> AEOutput:
         if self.cfg.mask_zeros:  # absent (zero-padded) inputs are given back as they are: no error
-            x_hat = torch.where(x == 0, x, x_hat)
+            x_hat = torch.where(x == 0 if absent is None else absent, x, x_hat)
         return AEOutput(x_hat, z, mu if logvar is not None else None, logvar)
+
+    def assemble(self, x: torch.Tensor, h: torch.Tensor, y: torch.Tensor, absent=None) -> AEOutput:
+        """The :class:`AEOutput` of a pass computed outside this module (the fixed-point emulation, hls4ml's C
+        model), as :meth:`forward` (``sample=False``) makes it: ``x`` the input, ``h`` the encoder's output,
+        ``y`` the decoder's output with the output activation applied (still padded for conv models);
+        ``absent``: the inputs ``mask_zeros`` treats as absent (default: those exactly 0 in ``x``)."""
+        mu, logvar = self.split_code(h)
+        return self._output(x, mu, mu, logvar, self.crop(y), absent)
