@@ -24,6 +24,7 @@ Tolerances, and why:
   interface, which holds these fixed-point values exactly).
 """
 
+import importlib.util
 import shutil
 
 import numpy as np
@@ -169,6 +170,14 @@ def test_a_newly_registered_head_runs_in_fixed_point_with_no_other_change(models
     recon = np.abs(emu["output"] - Q.network_input(m, T, Q.parse_precision(PRECISION))[0].numpy()).max(1)
     np.testing.assert_array_equal(emu["score"], recon)
     assert fixed_deviation(emu["score"], emu["float_score"])["rank"] > 0.99
+    # ... and so do decision_function and the ONNX graph
+    f = m.fitted_
+    with torch.no_grad():
+        x = torch.from_numpy(f.to_net(T))
+        direct = (f.model(x, sample=False).x_hat - x).abs().flatten(1).amax(1).double().numpy()
+    np.testing.assert_allclose(m.decision_function(T, score="max_error"), direct, rtol=1e-12)
+    if importlib.util.find_spec("onnxruntime"):
+        np.testing.assert_allclose(onnx_scores(m, T, "max_error"), direct, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- hls4ml (real conversion and g++)

@@ -33,7 +33,7 @@ from .layout import INPUT_KINDS, Layout, intensity_images, resolve_layout
 from .models import build_model
 from .preprocessing import (INTENSITY, NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_intensity,
                             resolve_scaler)
-from .scoring import KNN_SCORES, check_score, knn_plan, resolve_score
+from .scoring import check_score, knn_plan, neighbour_score, resolve_score
 from .device import resolve_device
 from .training import permuted_batches, train, validation_split
 
@@ -421,7 +421,7 @@ class _Base(ParamsBase):
         model.eval()
         draft = draft.replace(history=history, n_epochs_config=n_epochs)
         in_reference = None
-        if draft.score in KNN_SCORES:
+        if neighbour_score(draft.score):
             rows, k = knn_plan(n, bool(self.novelty))
             # a model fitted in closed form stays deterministic: its reference rows never depend on a random seed
             ref_seed = 0 if self._closed_form and self.random_state is None else seed

@@ -72,8 +72,8 @@ import torch
 
 from . import losses
 from .exceptions import ConfigError, DataError
-from .scoring import (KNN_SCORES, RELATIVE_EPS, check_score, knn_combined, knn_distance, mahalanobis,
-                      score_batch)
+from .scoring import (RELATIVE_EPS, check_score, knn_combined, knn_distance, mahalanobis,
+                      neighbour_score, score_batch)
 
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
 
@@ -222,7 +222,7 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
     if score in ("mse+latent", "relative+latent"):
         name = score.split("+")[0]
         return rec(name) / stats[name] + latent() / stats["latent_mean"].shape[0]
-    if score in KNN_SCORES:
+    if neighbour_score(score):
         diff, dk = (neighbours(x) if neighbours is not None
                     else _neighbours(x, stats["knn_ref"], stats["knn_k"]))
         split = _knn_split(diff, dk)
@@ -347,7 +347,7 @@ class _PointScorer:
     def __init__(self, fitted, score: str, stats: dict | None):
         self.f, self.score, self.stats = fitted, score, stats
         self.knn = None
-        if score in KNN_SCORES:
+        if neighbour_score(score):
             ref = stats["knn_ref"].float()
             centre = ref.mean(dim=0)
             ref = ref - centre
@@ -526,7 +526,7 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     score = score or f.score
     check_score(score, variational, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
-    if score in KNN_SCORES and "knn_ref" not in stats:
+    if neighbour_score(score) and "knn_ref" not in stats:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which this model has not (its "
                           f"default score is {f.score!r}). Explain another score, or fit with anomaly_score={score!r}.")
     Xn = f.map(X, lambda x: x.reshape(len(x), -1), owner, np.float32)

@@ -25,7 +25,7 @@ from .exceptions import ConfigError, DataError
 from .layout import Layout
 from .preprocessing import RunningStats, Scaler
 from .heads import HEADS, Latent, build_head, knn_distance, latent_precision, mahalanobis
-from .scoring import FITTED_SCORES, KNN_REF_ROWS, KNN_SCORES, RECON_MEAN_SCORES
+from .scoring import FITTED_SCORES, KNN_REF_ROWS, RECON_MEAN_SCORES, fitted_score, neighbour_score
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
 
@@ -257,8 +257,8 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     from .comm import Comm
 
     comm = comm or Comm()
-    keep = not is_source(X) and score not in KNN_SCORES
-    direct = score not in FITTED_SCORES
+    keep = not is_source(X) and not neighbour_score(score)
+    direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
 

@@ -274,10 +274,10 @@ def _latent_over_dim(s) -> tuple:
 
 for _kind in ("mse", "mae", "relative"):
     register(_kind)(lambda s, _k=_kind: Reconstruction(_k))
-    if _kind != "mae":
-        register(f"{_kind}+latent", fitted=True)(
-            lambda s, _k=_kind: Sum([_relative_to_mean(s, _k), _latent_over_dim(s)]))
 register("latent", fitted=True)(_latent)
+for _kind in ("mse", "relative"):
+    register(f"{_kind}+latent", fitted=True)(
+        lambda s, _k=_kind: Sum([_relative_to_mean(s, _k), _latent_over_dim(s)]))
 register("knn", neighbours=True)(_knn)
 register("mse+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), (_knn(s), 2, s["knn_mean_sq"], KNN_WEIGHT)]))

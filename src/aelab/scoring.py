@@ -61,11 +61,22 @@ from .exceptions import ConfigError
 from .heads import (HEADS, KNN_WEIGHT, LATENT_RIDGE, RELATIVE_EPS, Sum, build_head, knn_distance,  # noqa: F401
                     latent_precision, mahalanobis, relative_error)
 
-RECONSTRUCTION_SCORES = ("mse", "mae", "relative")
-KNN_SCORES = ("knn", "mse+knn", "mse+latent+knn")
-FITTED_SCORES = ("latent", "mse+latent", "relative+latent") + KNN_SCORES
-LATENT_SCORES = ("mu_norm", "kl", "elbo")
-SCORES = RECONSTRUCTION_SCORES + FITTED_SCORES + LATENT_SCORES
+# the score names by what they need, read from the registry of heads (a new head is listed by registering it)
+SCORES = tuple(HEADS)
+RECONSTRUCTION_SCORES = tuple(s for s, h in HEADS.items() if not (h.fitted or h.variational))
+KNN_SCORES = tuple(s for s, h in HEADS.items() if h.neighbours)
+FITTED_SCORES = tuple(s for s, h in HEADS.items() if h.fitted and not h.variational)
+LATENT_SCORES = tuple(s for s, h in HEADS.items() if h.variational)
+
+
+def fitted_score(score: str) -> bool:
+    """Whether ``score``'s head needs statistics of the training data (the registry says; False if unknown)."""
+    return score in HEADS and HEADS[score].fitted
+
+
+def neighbour_score(score: str) -> bool:
+    """Whether ``score``'s head needs reference rows kept at fit."""
+    return score in HEADS and HEADS[score].neighbours
 RECON_MEAN_SCORES = ("mse", "mae", "relative")  # order of an estimator's ``recon_means_``
 KNN_K_CLEAN = 5          # neighbours averaged by the "knn" scores when the training data are clean (novelty=True)
 KNN_K_CONTAMINATED = 50  # ... and otherwise: more neighbours than an anomaly cluster has rows (no masking)
@@ -92,11 +103,13 @@ def knn_plan(n: int, novelty: bool) -> tuple[int, int]:
 
 
 def check_score(score: str, variational: bool, owner: str, allow_auto: bool = False) -> None:
-    allowed = SCORES if variational else RECONSTRUCTION_SCORES + FITTED_SCORES
+    """``score`` names a registered head the model can compute (read from :data:`HEADS` at the call,
+    so a head registered after import is accepted)."""
+    allowed = tuple(s for s, h in HEADS.items() if variational or not h.variational)
     if allow_auto and score == "auto":
         return
     if score not in allowed:
-        extra = "" if variational or score not in LATENT_SCORES else " (latent scores need a VAE)"
+        extra = "" if variational or score not in HEADS else " (latent scores need a VAE)"
         shown = (("auto",) if allow_auto else ()) + allowed
         raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {shown}.")
 

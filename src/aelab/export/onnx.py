@@ -54,7 +54,7 @@ from torch import nn
 from .._validation import check_array, check_sample_shape, is_source
 from ..exceptions import ConfigError, DataError, require
 from ..fitted import EVAL_ROWS, Fitted
-from ..scoring import FITTED_SCORES, KNN_SCORES, check_score
+from ..scoring import check_score, fitted_score, neighbour_score
 
 __all__ = ["OUTPUTS", "ENGINES", "export_onnx", "onnx_model", "metadata", "quantize_int8", "int8_cost",
            "format_int8_cost", "onnx_session", "run_session", "onnx_scores", "pick_engine", "ScoreGraph"]
@@ -114,10 +114,10 @@ class ScoreGraph(nn.Module):
         if output == "score":  # the score head Python scores with, its statistics as the graph's constants
             self.head_ = copy.deepcopy(f.head(self.score)).cpu().eval()
         self.floats, self.tensors = {}, []
-        if output == "attribution" and self.score in FITTED_SCORES:
+        if output == "attribution" and fitted_score(self.score):
             for name, v in f.score_stats().items():  # ConfigError for folders without the statistics
                 if name == "knn_ref":
-                    if self.score not in KNN_SCORES:
+                    if not neighbour_score(self.score):
                         continue
                     # knn_distance's centring, once: |x - c - r|^2 = |x - c|^2 + (-2 r) . (x - c) + |r|^2
                     ref = v.detach().float().cpu()
@@ -131,7 +131,7 @@ class ScoreGraph(nn.Module):
                     self._const(name, v.detach().cpu())
                 else:
                     self.floats[name] = v
-            if self.score in KNN_SCORES and "knn_k" not in self.floats:
+            if neighbour_score(self.score) and "knn_k" not in self.floats:
                 raise ConfigError(f"score={self.score!r} needs reference rows kept at fit, which this model has "
                                   f"not (its default score is {f.score!r}). Fit with anomaly_score={self.score!r}, "
                                   "or export another score.")
@@ -190,9 +190,9 @@ class ScoreGraph(nn.Module):
     def _attribution(self, xs: torch.Tensor) -> torch.Tensor:
         from ..explain import error_attribution
 
-        stats = self._stats() if self.score in FITTED_SCORES else None
+        stats = self._stats() if fitted_score(self.score) else None
         a = error_attribution(self.model, xs, self.score, self.recon_kind, stats,
-                              neighbours=self._neighbours if self.score in KNN_SCORES else None)
+                              neighbours=self._neighbours if neighbour_score(self.score) else None)
         if self.layout.channels_last:
             a = a.reshape(-1, *self.layout.image_shape).permute(0, 2, 3, 1)
         return a.reshape(-1, *self.layout.input_shape)
