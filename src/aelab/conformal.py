@@ -287,16 +287,17 @@ def guarantee_note(fitted, rule: str, level: float) -> str:
 
 
 def fit_state(fitted, local, n: int, seed: int, fraction: float | None, novelty: bool, in_reference, owner: str,
-              comm, hashes: list, contamination) -> dict:
+              comm, hashes: list, contamination, calibration_rows: np.ndarray | None = None) -> dict:
     """The conformal part of a fit: calibration scores, fit-row hashes and the threshold (as Fitted fields).
 
     ``fraction`` is the estimator's validation fraction (None: PCA, which holds out nothing,
     and whose calibration scores are its training scores; its closed-form reconstruction is
     in-sample, a bias of order k / n). ``contamination``: a number (PyOD's percentile rule on
     the training scores) or "auto" (the estimate of :func:`estimate_contamination` on the
-    training scores, then the same rule).
+    training scores, then the same rule). ``calibration_rows``: a boolean per row of ``local``;
+    held-out rows marked False are left out of the calibration rows (fine-tuning: rows the
+    network trained on before).
     """
-    from .thresholds import threshold_from_contamination
 
     all_hashes = comm.concat(np.concatenate(hashes) if hashes else np.empty(0, dtype=np.int64))
     kept, stride = keep_hashes(all_hashes, n)
@@ -308,15 +309,25 @@ def fit_state(fitted, local, n: int, seed: int, fraction: float | None, novelty:
         start, _ = comm.shard(n)
         val = validation_rows(n, fraction, seed)
         val = val[(val >= start) & (val < start + len(local))] - start
+        if calibration_rows is not None:
+            val = val[np.asarray(calibration_rows, dtype=bool)[val]]
         out.update(fit_calibration(fitted, local, val, in_reference, owner, comm))
     if out["calibration_info"]:
         out["calibration_info"]["clean"] = bool(novelty)
-    if contamination == "auto":
-        out.update(auto_threshold(scores))
-    else:
-        out.update(threshold=float(threshold_from_contamination(scores, contamination)),
-                   threshold_rule={"contamination": float(contamination), "n": int(len(scores))})
+    out.update(contamination_threshold(scores, contamination))
     return out
+
+
+def contamination_threshold(scores: np.ndarray, contamination, calibration: np.ndarray | None = None) -> dict:
+    """The threshold rule by contamination, one for fit, fine-tuning and ``set_threshold``: a share (PyOD's
+    ``1 - contamination`` percentile of ``scores``) or "auto" (:func:`auto_threshold`; ``calibration``:
+    clean calibration scores to estimate it against). Returns the Fitted fields."""
+    from .thresholds import threshold_from_contamination
+
+    if contamination == "auto":
+        return auto_threshold(scores, calibration)
+    return {"threshold": float(threshold_from_contamination(scores, contamination)),
+            "threshold_rule": {"contamination": float(contamination), "n": int(len(scores))}}
 
 
 # ---------------------------------------------------------------------- the estimators' methods

@@ -26,14 +26,15 @@ from ._columns import feature_names
 from ._validation import check_array, check_is_fitted, input_dtype, is_source, iter_checked_chunks
 from .config import ModelConfig, TrainConfig
 from . import conformal
-from .conformal import fit_state, row_hashes
+from .conformal import row_hashes
 from .exceptions import ConfigError, DataError, NotFittedError
-from .fitted import EVAL_ROWS, Fitted, check_latent, knn_reference, post_fit_statistics
+from .fitted import EVAL_ROWS, Fitted, check_latent
 from .layout import INPUT_KINDS, Layout, intensity_images, resolve_layout
 from .models import build_model
+from .postfit import finish
 from .preprocessing import (INTENSITY, NOISE_TYPES, SCALERS, RunningStats, Scaler, corrupt, resolve_intensity,
                             resolve_scaler)
-from .scoring import check_score, knn_plan, neighbour_score, resolve_score
+from .scoring import check_score, resolve_score
 from .device import resolve_device
 from .training import permuted_batches, train, validation_split
 
@@ -251,11 +252,10 @@ class _Base(ParamsBase):
             self._fitted = f.replace(**conformal.fpr_threshold(f, X, fpr, self.decision_function))
             return self
         scores = f.decision_scores if X is None else self.decision_function(X)
-        if contamination == "auto":  # the share estimated from the rows' scores (X: against clean calibration rows)
-            clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
-            self._fitted = f.replace(**conformal.auto_threshold(scores, f.calibration if clean else None))
-            return self
-        self._fitted = f.replace(**_threshold(scores, fpr, contamination))
+        # fit's rule; "auto": the share estimated from the rows' scores (X: against clean calibration rows)
+        clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
+        self._fitted = f.replace(**conformal.contamination_threshold(scores, contamination,
+                                                                     f.calibration if clean else None))
         return self
 
     def predict(self, X, fpr: float | None = None, fdr: float | None = None) -> np.ndarray:
@@ -420,22 +420,12 @@ class _Base(ParamsBase):
             history, n_epochs = self._train(draft, local, run)
         model.eval()
         draft = draft.replace(history=history, n_epochs_config=n_epochs)
-        in_reference = None
-        if neighbour_score(draft.score):
-            rows, k = knn_plan(n, bool(self.novelty))
-            # a model fitted in closed form stays deterministic: its reference rows never depend on a random seed
-            ref_seed = 0 if self._closed_form and self.random_state is None else seed
-            knn, in_reference = knn_reference(local, draft.to_net, n, ref_seed, k, rows, comm=comm)
-            draft = draft.replace(**knn)
-        st = post_fit_statistics(model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
-                                 recon_kind, self._latent_gaussian(model), comm=comm)
-        scores = st.pop("decision_scores")
-        draft = draft.replace(**st)
-        if scores is None:  # a streamed source with a fitted score: a second, bounded-memory pass
-            scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
-        draft = draft.replace(decision_scores=scores, feature_names=names)
-        draft = draft.replace(**fit_state(draft, local, n, seed, getattr(self, "validation_fraction", None),
-                                          bool(self.novelty), in_reference, owner, comm, hashes, self.contamination))
+        # the one post-fit pass (fine-tuning ends in it too); a model fitted in closed form stays
+        # deterministic: its neighbour reference rows never depend on a random seed
+        draft = finish(draft, local, n, seed, owner=owner, comm=comm, hashes=hashes, contamination=self.contamination,
+                       fraction=getattr(self, "validation_fraction", None), novelty=bool(self.novelty),
+                       knn_seed=0 if self._closed_form and self.random_state is None else seed,
+                       latent_gaussian=self._latent_gaussian(model), feature_names=names)
         self._fitted = draft
         return self
 
@@ -506,16 +496,6 @@ class _Run(NamedTuple):
     n: int
     seed: int
     checkpoint: tuple
-
-
-def _threshold(scores: np.ndarray, fpr: float | None, contamination: float | None) -> dict:
-    from .thresholds import threshold_from_contamination, threshold_from_fpr
-
-    if fpr is not None:
-        return {"threshold": float(threshold_from_fpr(scores, fpr)),
-                "threshold_rule": {"fpr": float(fpr), "n": int(len(scores))}}
-    return {"threshold": float(threshold_from_contamination(scores, contamination)),
-            "threshold_rule": {"contamination": float(contamination), "n": int(len(scores))}}
 
 
 class Autoencoder(_Base):
