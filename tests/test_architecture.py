@@ -12,7 +12,7 @@ FLOORS = [
                 "preprocessing", "thresholds", "datasets._paths"]),
     ("data and parts", ["io", "_columns", "datasets", "nn", "models", "heads", "scoring", "metrics", "divergences"]),
     ("training and the fitted state", ["training", "checkpoint", "fitted"]),
-    ("what reads a fitted state", ["persistence", "conformal", "explain", "plots"]),
+    ("what reads a fitted state", ["persistence", "conformal", "explain", "shapley", "plots"]),
     ("estimators and their exports", ["estimators", "export", "latent", "report"]),
     ("launchers and recipes", ["distributed", "presets", "tutorial"]),
     ("command line", ["cli", "__main__", ""]),
