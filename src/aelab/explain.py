@@ -71,7 +71,8 @@ import torch
 
 from . import losses
 from .exceptions import ConfigError, DataError
-from .scoring import KNN_SCORES, RELATIVE_EPS, check_score, knn_distance, mahalanobis
+from .kinds import kind_of
+from .scoring import KNN_SCORES, RELATIVE_EPS, knn_distance, mahalanobis
 from .shapley import (QUADRATIC_SCORES, _closed_form, _groups, _nearest, _PointScorer,  # noqa: F401
                       _quadratic_form, _sampled, shapley_enumerate)
 
@@ -285,7 +286,6 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     """
     f = estimator.fitted_ if hasattr(estimator, "fitted_") else estimator
     owner = type(estimator).__name__
-    variational = bool(getattr(estimator, "_variational", f.model_cfg.variational))
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not known; expected one of {METHODS}.")
     if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 4:
@@ -295,7 +295,7 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
                                 or nearest < 1):
         raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
     score = score or f.score
-    check_score(score, variational, owner)
+    kind_of(f.model_cfg).check_score(score, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
     if score in KNN_SCORES and "knn_ref" not in stats:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which this model has not (its "
