@@ -19,7 +19,7 @@ from ._params import in_threads
 from ._validation import check_is_fitted
 from .exceptions import ConfigError, NotFittedError
 from .fitted import EVAL_ROWS, Fitted, check_latent
-from .fitting import threshold_update
+from .fitting import threshold_rule
 from .kinds import AUTOENCODER, ModelKind
 
 __all__ = ["FittedAPI"]
@@ -183,7 +183,18 @@ class FittedAPI:
         :meth:`estimate_contamination`). Returns ``self``.
         """
         f = self._state()
-        self._fitted = f.replace(**threshold_update(f, X, fpr, contamination, self.decision_function))
+        if (fpr is None) == (contamination is None):
+            raise ConfigError("set_threshold needs exactly one of fpr=... or contamination=...; "
+                              f"got fpr={fpr!r}, contamination={contamination!r}.")
+        if fpr is not None:  # never on in-sample scores: fit rows give way to the calibration rows
+            self._fitted = f.replace(**conformal.fpr_threshold(f, X, fpr, self.decision_function))
+            return self
+        scores = f.decision_scores if X is None else self.decision_function(X)
+        if contamination == "auto":  # the share estimated from the rows' scores (X: against clean calibration rows)
+            clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
+            self._fitted = f.replace(**conformal.auto_threshold(scores, f.calibration if clean else None))
+            return self
+        self._fitted = f.replace(**threshold_rule(scores, fpr, contamination))
         return self
 
     def predict(self, X, fpr: float | None = None, fdr: float | None = None) -> np.ndarray:

@@ -1,12 +1,13 @@
-"""The steps of ``fit`` around the training loop, and the threshold rules of ``set_threshold``.
+"""The steps of ``fit`` around the training loop, and the empirical threshold rule.
 
 Before training, :func:`survey` reads every row once: the running statistics that all
 data-dependent decisions are taken from (so an array and the same rows streamed give the
 same decisions) and the row hashes that recognise fit rows later. :func:`checkpointing`
 fingerprints the run for its checkpoints. After training, :func:`finish` is the post-fit
 pass: the neighbour reference rows, the score statistics, the training scores, the
-calibration rows and the threshold. :func:`threshold_update` is the one threshold rule
-``set_threshold`` applies. Each step returns values; the estimator assigns its state last.
+calibration rows and the threshold. :func:`threshold_rule` is the empirical threshold rule
+``set_threshold`` applies to a contamination. Each step returns values; the estimator assigns
+its state last.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import conformal
 from ._validation import check_array, input_dtype, is_source, iter_checked_chunks
 from .conformal import fit_state, row_hashes
-from .exceptions import ConfigError, DataError
+from .exceptions import DataError
 from .fitted import Fitted, knn_reference, post_fit_statistics
 from .preprocessing import RunningStats
 from .scoring import KNN_K_CLEAN, KNN_K_CONTAMINATED, KNN_SCORES
 
-__all__ = ["Rows", "survey", "checkpointing", "finish", "threshold_update", "threshold_rule"]
+__all__ = ["Rows", "survey", "checkpointing", "finish", "threshold_rule"]
 
 
 class Rows(NamedTuple):
@@ -110,18 +110,3 @@ def threshold_rule(scores: np.ndarray, fpr: float | None, contamination: float |
                 "threshold_rule": {"fpr": float(fpr), "n": int(len(scores))}}
     return {"threshold": float(threshold_from_contamination(scores, contamination)),
             "threshold_rule": {"contamination": float(contamination), "n": int(len(scores))}}
-
-
-def threshold_update(f: Fitted, X, fpr, contamination, score_fn) -> dict:
-    """The ``threshold`` and ``threshold_rule`` that ``set_threshold(X, fpr=..., contamination=...)`` sets
-    (see :meth:`aelab.estimators.Autoencoder.set_threshold`); ``score_fn``: the estimator's decision_function."""
-    if (fpr is None) == (contamination is None):
-        raise ConfigError("set_threshold needs exactly one of fpr=... or contamination=...; "
-                          f"got fpr={fpr!r}, contamination={contamination!r}.")
-    if fpr is not None:  # never on in-sample scores: fit rows give way to the calibration rows
-        return conformal.fpr_threshold(f, X, fpr, score_fn)
-    scores = f.decision_scores if X is None else score_fn(X)
-    if contamination == "auto":  # the share estimated from the rows' scores (X: against clean calibration rows)
-        clean = X is not None and f.calibration is not None and f.calibration_info.get("clean")
-        return conformal.auto_threshold(scores, f.calibration if clean else None)
-    return threshold_rule(scores, fpr, contamination)
