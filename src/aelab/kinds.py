@@ -3,9 +3,10 @@
 A caller asks the kind instead of testing a flag: the training and evaluation losses
 (the ELBO and the sampled code of the VAE, the plain squared error of the autoencoder),
 the reconstruction term, gradient clipping, the scores the kind offers, the score that
-``Estimator.score`` negates, how new codes are drawn for ``sample``, and PCA's own code
-Gaussian. :func:`kind_of` reads the kind of a fitted network from its
-:class:`~aelab.config.ModelConfig`; each estimator class names its kind.
+``Estimator.score`` negates, how new codes are drawn for ``sample``, whether the network is
+affine (exact Shapley values, :mod:`aelab.shapley`), and PCA's own code Gaussian.
+:func:`kind_of` reads the kind of a fitted network from its :class:`~aelab.config.ModelConfig`;
+each estimator class names its kind.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class ModelKind:
         """``n`` new codes for ``sample``: from the Gaussian fitted to the training codes."""
         return rng.multivariate_normal(fitted.latent_mean, fitted.latent_cov, size=n, method="eigh")
 
+    def affine(self, cfg) -> bool:
+        """Whether the network of ``cfg`` is affine in its input (code and reconstruction at z = mu)."""
+        return bool(cfg.linear and not cfg.mask_zeros and cfg.output == "identity")
+
     def latent_gaussian(self, model):
         """A function giving (mean, covariance) of the codes when the kind knows them, else None
         (the post-fit pass then estimates them from the training codes)."""
@@ -114,6 +119,9 @@ class Principal(ModelKind):
 
     name = "pca"
     closed_form = True
+
+    def affine(self, cfg) -> bool:
+        return True
 
     def latent_gaussian(self, model):
         def gaussian():

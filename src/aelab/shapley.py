@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .exceptions import ConfigError
+from .kinds import kind_of
 from .scoring import KNN_SCORES, knn_combined, score_batch
 
 __all__ = ["shapley_enumerate", "QUADRATIC_SCORES"]
@@ -59,8 +60,7 @@ def _quadratic_form(fitted, score: str, stats: dict):
     """(A, c, c0) with score(x) = x'Ax + c'x + c0 in the scaled, flattened input (float64), or None
     when the network is not affine. Read off a float64 copy of the network probed with unit vectors."""
     cfg = fitted.model_cfg
-    affine = cfg.kind == "pca" or (cfg.linear and not cfg.mask_zeros and cfg.output == "identity")
-    if not affine or score not in QUADRATIC_SCORES:
+    if not kind_of(cfg).affine(cfg) or score not in QUADRATIC_SCORES:
         return None
     net = copy.deepcopy(fitted.model).to("cpu").double().eval()
     D = int(math.prod(fitted.net_shape))
