@@ -31,7 +31,7 @@ from .fitting import checkpointing, finish, survey
 from .kinds import AUTOENCODER, PRINCIPAL, VARIATIONAL
 from .layout import INPUT_KINDS, Layout, intensity_images, resolve_layout
 from .models import build_model
-from .pipeline import Run, fit_moments, train_network
+from .pipeline import VAL_CACHE_BYTES, Run, fit_moments, train_network  # noqa: F401 (VAL_CACHE_BYTES re-exported)
 from .preprocessing import INTENSITY, NOISE_TYPES, SCALERS, Scaler, resolve_intensity, resolve_scaler
 from .scoring import resolve_score
 

@@ -73,8 +73,8 @@ from . import losses
 from .exceptions import ConfigError, DataError
 from .kinds import kind_of
 from .scoring import KNN_SCORES, RELATIVE_EPS, knn_distance, mahalanobis
-from .shapley import (QUADRATIC_SCORES, _closed_form, _groups, _nearest, _PointScorer,  # noqa: F401
-                      _quadratic_form, _sampled, shapley_enumerate)
+from .shapley import (AUTO_PLAYERS, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
+                      _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
 
