@@ -8,7 +8,10 @@ in ``_``, ``fit`` returns ``self``) and PyOD's anomaly vocabulary (``decision_sc
 
 Everything ``fit`` learns is one :class:`~aelab.fitted.Fitted`, built in local variables
 and assigned last: a fit that fails leaves the estimator exactly as it was. The public
-fitted attributes are read-only views of it.
+fitted attributes are read-only views of it. The steps live in their modules: the row survey
+and post-fit pass in :mod:`aelab.fitting`, the training data pipelines in :mod:`aelab.pipeline`,
+the "auto" sizes in :mod:`aelab.defaults`, what differs between AE, VAE and PCA in
+:mod:`aelab.kinds`, and the fitted side (scores, flags, thresholds, exports) in :mod:`aelab.fitted_api`.
 """
 
 from __future__ import annotations
