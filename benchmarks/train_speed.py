@@ -69,7 +69,7 @@ def _timed_train(*args, **kwargs):
     return out
 
 
-_TRAIN, aelab.estimators.train = aelab.estimators.train, _timed_train
+_TRAIN, aelab.pipeline.train = aelab.pipeline.train, _timed_train
 
 
 def aelab_fit(X, spec, epochs, batch, seed, device) -> tuple[float, float]:

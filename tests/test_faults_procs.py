@@ -142,7 +142,7 @@ def test_the_validation_split_must_leave_every_shard_rows_to_train_on():
     # an unknown seed (random_state=None) is checked in the ranks, the same way on every rank
     import torch
 
-    from aelab.estimators import _equal_shares
+    from aelab.pipeline import equal_shares as _equal_shares
     from aelab.training import validation_split
 
     _, train_idx = validation_split(8, 0.5, torch.Generator().manual_seed(bad))

@@ -9,15 +9,60 @@ protocol themselves, as scikit-learn documents for third-party estimators:
 ``Pipeline`` and ``GridSearchCV`` use), ``fit_transform``, a repr that shows the
 parameters changed from their defaults, and ``__sklearn_tags__``, which imports
 scikit-learn only when scikit-learn itself asks for the tags.
+
+The decorators the estimators' methods share live here too: :func:`accepts_renamed` (old
+parameter names, with a FutureWarning) and :func:`in_threads` (the ``n_threads`` parameter).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+
+import numpy as np
 
 from .exceptions import ConfigError
 
-__all__ = ["ParamsBase"]
+__all__ = ["ParamsBase", "accepts_renamed", "in_threads", "positive_int"]
+
+
+def positive_int(n) -> bool:
+    """An int (numpy's too) of at least 1, and not a bool."""
+    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1
+
+
+def accepts_renamed(init):
+    """Let ``__init__`` take the old names of the class's ``_renamed_params``, with a FutureWarning.
+
+    The wrapper keeps the signature of ``init`` (``inspect.signature`` follows
+    ``__wrapped__``), so ``get_params``, ``clone`` and scikit-learn see only the new names.
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **self._renamed(kwargs))
+
+    return wrapper
+
+
+def in_threads(method):
+    """Run ``method`` with ``torch.set_num_threads(self.n_threads)``, restoring the caller's setting after."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        n = self.n_threads
+        if n is None or not positive_int(n):
+            return method(self, *args, **kwargs)  # None, or a bad value that fit's validation reports
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(n))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper
 
 
 class ParamsBase:

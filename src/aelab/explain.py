@@ -58,13 +58,12 @@ low-dimensional subspace this can bury the feature that broke it (benchmarks/exp
 this one". ``nearest`` is measured in the scaled units the network sees.
 
 ``"auto"``: the closed form where it exists, else sampling for tables, else (images of
-non-linear models) "error"; ``Explanation.note`` says which and why.
+non-linear models) "error"; ``Explanation.note`` says which and why. The Shapley machinery
+(enumeration, the closed form, the sampler) is :mod:`aelab.shapley`.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,15 +71,14 @@ import torch
 
 from . import losses
 from .exceptions import ConfigError, DataError
-from .scoring import (RELATIVE_EPS, check_score, knn_combined, knn_distance, mahalanobis,
-                      neighbour_score, score_batch)
+from .kinds import kind_of
+from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
+from .shapley import (AUTO_PLAYERS, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
+                      _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
 
 METHODS = ("auto", "error", "shapley")
-QUADRATIC_SCORES = ("mse", "latent", "mse+latent")  # quadratic in the input for an affine network
-POINTS_PER_BATCH = 4096    # path points per forward pass of the sampler
-AUTO_PLAYERS = 64          # "auto" patch size keeps an image's players at about this many
 MAX_SAMPLED_PLAYERS = 1024  # "auto" samples Shapley values of tables up to this many inputs
 
 
@@ -247,218 +245,6 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
     return bce + kl
 
 
-# ---------------------------------------------------------------------------------- Shapley
-def shapley_enumerate(fn, x: np.ndarray, background: np.ndarray, groups: np.ndarray | None = None):
-    """Exact interventional Shapley values by enumerating every coalition (a check for small cases).
-
-    ``fn``: (m, D) -> (m,) scores; ``x``: (D,); ``background``: (nb, D); ``groups``: player of
-    each input (default: one per input). Returns (phi per player, base value). 2^G * nb points.
-    """
-    x = np.asarray(x, np.float64).ravel()
-    B = np.asarray(background, np.float64).reshape(len(background), -1)
-    D = x.size
-    groups = np.arange(D) if groups is None else np.asarray(groups)
-    G = int(groups.max()) + 1
-    if G > 16:
-        raise ConfigError(f"shapley_enumerate needs 2^G coalitions; G={G} players is too many (at most 16).")
-    subsets = np.array([[(s >> g) & 1 for g in range(G)] for s in range(2**G)], dtype=bool)   # (2^G, G)
-    masks = subsets[:, groups]                                                                  # (2^G, D)
-    pts = np.where(masks[:, None, :], x[None, None, :], B[None, :, :]).reshape(-1, D)
-    v = np.asarray(fn(pts), np.float64).reshape(2**G, len(B)).mean(axis=1)
-    size = subsets.sum(axis=1)
-    weight = np.array([math.factorial(s) * math.factorial(G - s - 1) / math.factorial(G) if s < G else 0.0
-                       for s in size])
-    phi = np.zeros(G)
-    for g in range(G):
-        without = ~subsets[:, g]
-        with_g = np.flatnonzero(without) + (1 << g)
-        phi[g] = np.sum(weight[without] * (v[with_g] - v[without]))
-    return phi, float(v[0])
-
-
-def _quadratic_form(fitted, score: str, stats: dict):
-    """(A, c, c0) with score(x) = x'Ax + c'x + c0 in the scaled, flattened input (float64), or None
-    when the network is not affine. Read off a float64 copy of the network probed with unit vectors."""
-    cfg = fitted.model_cfg
-    affine = cfg.kind == "pca" or (cfg.linear and not cfg.mask_zeros and cfg.output == "identity")
-    if not affine or score not in QUADRATIC_SCORES:
-        return None
-    net = copy.deepcopy(fitted.model).to("cpu").double().eval()
-    D = int(math.prod(fitted.net_shape))
-    probe = torch.cat([torch.zeros(1, D, dtype=torch.float64), torch.eye(D, dtype=torch.float64)])
-    with torch.no_grad():
-        out = net(probe.reshape(D + 1, *fitted.net_shape), sample=False)
-    xh = out.x_hat.reshape(D + 1, -1)
-    z = out.z
-    J = (xh[1:] - xh[0]).T            # x_hat = J x + w0
-    w0 = xh[0]
-    E = (z[1:] - z[0]).T              # z = E x + e0
-    e0 = z[0]
-    A = torch.zeros(D, D, dtype=torch.float64)
-    c = torch.zeros(D, dtype=torch.float64)
-    c0 = 0.0
-    if score in ("mse", "mse+latent"):
-        R = torch.eye(D, dtype=torch.float64) - J       # residual x - x_hat = R x - w0
-        wr = 1.0 / D / (stats["mse"] if score == "mse+latent" else 1.0)
-        A += wr * R.T @ R
-        c += wr * (-2.0 * R.T @ w0)
-        c0 += wr * float(w0 @ w0)
-    if score in ("latent", "mse+latent"):
-        P = stats["latent_precision"].cpu().double()
-        m = stats["latent_mean"].cpu().double()
-        wl = 1.0 / len(m) if score == "mse+latent" else 1.0
-        u = e0 - m
-        A += wl * E.T @ P @ E
-        c += wl * 2.0 * E.T @ (P @ u)
-        c0 += wl * float(u @ P @ u)
-    A = (A + A.T) / 2
-    return A.numpy(), c.numpy(), c0
-
-
-def _closed_form(Xn: np.ndarray, Bn: np.ndarray, A, c, c0, choices: np.ndarray | None = None):
-    """Exact interventional Shapley values of x'Ax + c'x + c0 (rows of Xn) against background rows Bn
-    (row i against ``Bn[choices[i]]`` when given). Returns (phi (n, D), base (n,))."""
-    X = Xn.astype(np.float64)
-    B = Bn.astype(np.float64)
-    BA = B @ A                                  # (A b)' per background row
-    diagAM = B * BA                             # b_k (A b)_k: row means give (A M)_kk
-    if choices is None:
-        mu = np.broadcast_to(B.mean(axis=0), X.shape)
-        dAM = np.broadcast_to(diagAM.mean(axis=0), X.shape)
-    else:
-        mu, dAM = B[choices].mean(axis=1), diagAM[choices].mean(axis=1)
-    AX = X @ A          # (n, D): (A x) per row (A symmetric)
-    phi = c * (X - mu) + X * AX + X * (mu @ A) - mu * AX - dAM
-    if choices is None:
-        return phi, float(diagAM.mean(axis=0).sum() + B.mean(axis=0) @ c + c0)
-    return phi, dAM.sum(axis=1) + mu @ c + c0
-
-
-class _PointScorer:
-    """The score of flattened network-layout points (m, D), batched through the model.
-
-    The neighbour distance of the "knn" scores is computed as the ONNX graph computes it
-    (:meth:`aelab.export.onnx.ScoreGraph._knn`): one matrix product with the centred
-    reference rows and a top-k, then ``|x - c|^2`` added to the k nearest only; for the
-    many path points of the sampler this is several times faster than ``torch.cdist`` in
-    blocks, and equal to it up to float32 rounding.
-    """
-
-    def __init__(self, fitted, score: str, stats: dict | None):
-        self.f, self.score, self.stats = fitted, score, stats
-        self.knn = None
-        if neighbour_score(score):
-            ref = stats["knn_ref"].float()
-            centre = ref.mean(dim=0)
-            ref = ref - centre
-            self.knn = (centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1), int(stats["knn_k"]))
-
-    def _dk(self, x: torch.Tensor) -> torch.Tensor:
-        centre, ref_t, ref_sq, k = self.knn
-        xc = x.reshape(len(x), -1) - centre
-        part = torch.addmm(ref_sq, xc, ref_t)
-        k = min(k, part.shape[1])
-        d2 = (part.topk(k, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
-        return d2.sqrt().to(torch.float64).mean(dim=1)
-
-    @torch.no_grad()
-    def __call__(self, P: np.ndarray | torch.Tensor) -> np.ndarray:
-        f = self.f
-        P = torch.as_tensor(P, dtype=torch.float32)
-        out = []
-        for i in range(0, len(P), POINTS_PER_BATCH):
-            x = P[i : i + POINTS_PER_BATCH].to(f.device).reshape(-1, *f.net_shape)
-            if self.knn is not None:
-                s = knn_combined(self.score, self._dk(x), f.model(x, sample=False), x, self.stats)
-            else:
-                s = score_batch(f.model, x, self.score, f.recon_kind, self.stats)
-            out.append(s.double().cpu())
-        return torch.cat(out).numpy() if out else np.empty(0)
-
-
-def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: int, rng, fX: np.ndarray,
-             fB: np.ndarray, base, choices: np.ndarray | None = None):
-    """Permutation sampling with antithetic pairs and the background score as control variate.
-
-    Returns (phi, se), each (n, G). For pair t of row x: a random permutation pi and a
-    background row b; the forward path adds players in pi's order, the reverse path in
-    the opposite order; each player's marginal gains on the two paths are averaged (Y_t).
-    With C_t = f(b_t) - base (known mean 0), phi = mean(Y) - beta mean(C), beta_g =
-    cov(Y_g, C) / var(C); since sum_g Y_tg = f(x) - base - C_t, sum_g beta_g = -1 and phi
-    sums to f(x) - base exactly. ``base``: a number or one per row; ``choices``: each row's own
-    background rows (indices into Bn), default all.
-    """
-    n, D = Xn.shape
-    G = int(groups.max()) + 1
-    T = n_pairs
-    base = np.broadcast_to(np.asarray(base, dtype=np.float64), (n,))
-    phi = np.zeros((n, G))
-    se = np.zeros((n, G))
-    if G == 1:
-        phi[:, 0] = fX - base
-        return phi, se
-    per_row = T * 2 * (G - 1)
-    chunk = max(1, POINTS_PER_BATCH // per_row)
-    steps = np.arange(1, G)
-    B_t = torch.as_tensor(Bn, dtype=torch.float32)
-    for s in range(0, n, chunk):
-        X = torch.as_tensor(Xn[s : s + chunk], dtype=torch.float32)
-        r = len(X)
-        pool = [np.arange(len(Bn)) if choices is None else choices[s + i] for i in range(r)]
-        b_idx = np.stack([p[rng.permutation(len(p))[:T]] if len(p) >= T else p[rng.integers(len(p), size=T)]
-                          for p in pool])                                      # (r, T)
-        perms = np.argsort(rng.random((r, T, G)), axis=2)                      # players in order of entry
-        rank = np.argsort(perms, axis=2)                                       # position of each player
-        rk = torch.from_numpy(rank[:, :, groups])                              # (r, T, D)
-        st = torch.from_numpy(steps)[None, None, :, None]                      # (1, 1, G-1, 1)
-        fwd = rk[:, :, None, :] < st                                           # after s players entered
-        rev = rk[:, :, None, :] >= (G - st)
-        mask = torch.stack([fwd, rev], dim=2)                                  # (r, T, 2, G-1, D)
-        b = B_t[torch.from_numpy(b_idx)]                                       # (r, T, D)
-        pts = torch.where(mask, X[:, None, None, None, :], b[:, :, None, None, :])
-        f_pts = fn(pts.reshape(-1, D)).reshape(r, T, 2, G - 1)
-        fb = fB[b_idx]                                                         # (r, T)
-        path = np.concatenate([np.broadcast_to(fb[:, :, None, None], (r, T, 2, 1)), f_pts,
-                               np.broadcast_to(fX[s : s + r, None, None, None], (r, T, 2, 1))], axis=3)
-        gains = np.diff(path, axis=3)                                          # (r, T, 2, G)
-        Y = np.zeros((r, T, G))
-        rows, ts = np.meshgrid(np.arange(r), np.arange(T), indexing="ij")
-        for step in range(G):
-            Y[rows, ts, perms[:, :, step]] += 0.5 * gains[:, :, 0, step]
-            Y[rows, ts, perms[:, :, G - 1 - step]] += 0.5 * gains[:, :, 1, step]
-        C = fb - base[s : s + r, None]                                         # (r, T)
-        Cc = C - C.mean(axis=1, keepdims=True)
-        Yc = Y - Y.mean(axis=1, keepdims=True)
-        var_c = np.sum(Cc * Cc, axis=1)                                        # (r,)
-        cov = np.einsum("rtg,rt->rg", Yc, Cc)
-        beta = np.where(var_c[:, None] > 0, cov / np.where(var_c > 0, var_c, 1.0)[:, None], 0.0)
-        phi[s : s + r] = Y.mean(axis=1) - beta * C.mean(axis=1)[:, None]
-        resid = Yc - beta[:, None, :] * Cc[:, :, None]
-        se[s : s + r] = np.sqrt(np.sum(resid * resid, axis=1) / max(T - 1, 1) / T)
-    return phi, se
-
-
-def _groups(fitted, patch) -> tuple[np.ndarray, int]:
-    """(player of each flattened network input, patch size or 1)."""
-    D = int(math.prod(fitted.net_shape))
-    if not fitted.layout.image:
-        if patch not in (None, "auto", 1):
-            raise ConfigError(f"patch={patch!r} groups the pixels of images; this model explains a table "
-                              f"(input shape {fitted.layout.input_shape}). Leave patch out.")
-        return np.arange(D), 1
-    c, h, w = fitted.layout.image_shape
-    if patch in (None, "auto"):
-        p = max(1, math.ceil(math.sqrt(h * w / AUTO_PLAYERS)))
-    elif isinstance(patch, (int, np.integer)) and not isinstance(patch, bool) and patch >= 1:
-        p = int(patch)
-    else:
-        raise ConfigError(f"patch must be 'auto' or a positive integer (pixels per side of a square patch), "
-                          f"got {patch!r}.")
-    ii, jj = np.meshgrid(np.arange(h) // p, np.arange(w) // p, indexing="ij")
-    spatial = (ii * math.ceil(w / p) + jj).ravel()
-    return np.tile(spatial, c), p
-
-
 def _background(fitted, background, owner: str):
     """Flattened network-layout background rows, or None when neither given nor kept by the model."""
     if background is not None:
@@ -469,20 +255,6 @@ def _background(fitted, background, owner: str):
     if fitted.knn_ref is not None:
         return np.asarray(fitted.knn_ref, np.float32)
     return None
-
-
-def _nearest(Xn: np.ndarray, Bn: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    """(n, k) indices of each row's k nearest background rows, rows equal to it left out."""
-    B = torch.as_tensor(Bn, dtype=torch.float32)
-    centre = B.mean(dim=0)
-    B = B - centre
-    k = min(k, len(B))
-    out = []
-    for i in range(0, len(Xn), block):
-        d = torch.cdist(torch.as_tensor(Xn[i : i + block], dtype=torch.float32) - centre, B)
-        d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
-        out.append(d.topk(k, dim=1, largest=False).indices.numpy())
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 def _feature_names(X, estimator, n_values: int):
@@ -514,7 +286,6 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     """
     f = estimator.fitted_ if hasattr(estimator, "fitted_") else estimator
     owner = type(estimator).__name__
-    variational = bool(getattr(estimator, "_variational", f.model_cfg.variational))
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not known; expected one of {METHODS}.")
     if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 4:
@@ -524,7 +295,7 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
                                 or nearest < 1):
         raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
     score = score or f.score
-    check_score(score, variational, owner)
+    kind_of(f.model_cfg).check_score(score, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
     if neighbour_score(score) and "knn_ref" not in stats:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which this model has not (its "

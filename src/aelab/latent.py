@@ -10,6 +10,7 @@ import numpy as np
 
 from ._validation import check_array, check_is_fitted, is_source
 from .exceptions import ConfigError, DataError
+from .kinds import kind_of
 
 
 def _stream_to_file(est, source, out_path, fn, trailing_shape, dtype) -> None:
@@ -105,7 +106,7 @@ def manifold(est, n: int = 15, span: float | None = None) -> np.ndarray:
     check_is_fitted(est)
     if est.model_cfg_.latent_dim != 2:
         raise ConfigError(f"the manifold plot needs latent_dim=2, but this model has {est.model_cfg_.latent_dim}.")
-    if getattr(est, "_variational", False) and span is None:
+    if kind_of(est.model_cfg_).variational and span is None:
         axes = [norm.ppf(np.linspace(0.05, 0.95, n))] * 2
     else:
         sd = np.sqrt(np.diag(est.latent_cov_))

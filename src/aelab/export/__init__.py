@@ -2,7 +2,9 @@
 
 * :mod:`aelab.export.onnx`: the whole anomaly score (raw input -> scaler -> network -> the
   score and its fitted statistics) as one ONNX graph, int8 quantisation through ONNX
-  Runtime with its cost measured, and ONNX Runtime as a scoring engine;
+  Runtime with its cost measured, and ONNX Runtime as a scoring engine; the int8 part is
+  :mod:`aelab.export.int8` and sessions and file checks :mod:`aelab.export.runtime` (both
+  re-exported by ``aelab.export.onnx``);
 * the fixed-point path, one concern a module: :mod:`aelab.export.fixed` (``ap_fixed<W,I>`` types and
   the one :class:`~aelab.export.fixed.Precision` object), :mod:`aelab.export.ir` (the network as a
   typed graph, made once), :mod:`aelab.export.emulate` (bit-accurate emulation), :mod:`aelab.export.scan`

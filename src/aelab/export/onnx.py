@@ -26,6 +26,9 @@ ranges from calibration rows) for convolutional ones; the score's own arithmetic
 float. :func:`int8_cost` measures what that costs: AUROC and TPR at FPR 1e-3 / 1e-4 of the
 int8 model against the float one, how much the scores move, file sizes and speed.
 
+The int8 part lives in :mod:`aelab.export.int8`, ONNX Runtime sessions and file checks in
+:mod:`aelab.export.runtime`; this module re-exports their public names.
+
 :func:`onnx_scores` scores data through ONNX Runtime chunk by chunk (the "onnxruntime"
 engine of ``aelab score`` / ``evaluate``); :func:`pick_engine` states the "auto" rule.
 
@@ -35,46 +38,33 @@ the functions.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import json
-import logging
-import math
-import os
-import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_array, check_sample_shape, is_source
-from ..exceptions import ConfigError, DataError, require
-from ..fitted import EVAL_ROWS, Fitted
+from ..exceptions import ConfigError
+from ..fitted import Fitted
 from ..scoring import check_score, fitted_score, neighbour_score
+from .int8 import CALIBRATION_ROWS, format_int8_cost, int8_cost, quantize_int8  # noqa: F401 (re-exported)
+from .runtime import (HEAD, INPUT_NAME, ORT_PURPOSE, _quiet_exporter, _save, check_onnx_path,  # noqa: F401
+                      onnx_session, require_onnx, run_session)
 
 __all__ = ["OUTPUTS", "ENGINES", "export_onnx", "onnx_model", "metadata", "quantize_int8", "int8_cost",
            "format_int8_cost", "onnx_session", "run_session", "onnx_scores", "pick_engine", "ScoreGraph"]
 
 OUTPUTS = ("score", "reconstruction", "latent", "attribution")
 ENGINES = ("torch", "onnxruntime", "auto")
-INPUT_NAME = "input"
 OPSET = 18
-HEAD = "head_"  # the score head's name in the graph: nodes that read its constants are never quantised
-CALIBRATION_ROWS = 512  # rows of calibration data static quantisation reads (the first ones)
 #: "auto" engine: ONNX Runtime for a CPU model of this architecture with at least this many rows.
 #: Exporting and starting the session cost ~1.2 s in a fresh process; ONNX Runtime's speed recovers
 #: it after ~1,000 rows of the MNIST conv model and 20,000-110,000 rows of the 57-feature dense
 #: model with the neighbour score (benchmarks/deploy.py, batch 4096, 1 thread; see docs/export.md).
 AUTO_MIN_ROWS = {"conv": 2_000, "dense": 150_000}
-ORT_PURPOSE = "Exporting to ONNX and scoring with ONNX Runtime"
-
-
-def require_onnx(module: str):
-    return require(module, "onnx", ORT_PURPOSE)
 
 
 def as_fitted(obj) -> Fitted:
@@ -231,21 +221,6 @@ def metadata(fitted: Fitted, output: str = "score", score: str | None = None) ->
     return meta
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """torch.onnx's deprecation warnings and its logging (missing torchvision ops, ...) stay out of the output."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-    finally:
-        logger.setLevel(level)
-
-
 def onnx_model(fitted, output: str = "score", score: str | None = None, *, dynamo: bool = True,
                opset: int = OPSET):
     """The exported graph as an ``onnx.ModelProto`` with :func:`metadata`, checked by ``onnx.checker``.
@@ -278,25 +253,6 @@ def onnx_model(fitted, output: str = "score", score: str | None = None, *, dynam
     return proto
 
 
-def check_onnx_path(path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        raise DataError(f"cannot write {str(path)!r}: an ONNX model file name ends in .onnx, e.g. model.onnx.")
-    if path.is_dir():
-        raise DataError(f"cannot write {str(path)!r}: it is a folder. Give a file name such as {path / 'model.onnx'}.")
-    if not path.parent.is_dir():
-        raise DataError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist. Create it first.")
-    return path
-
-
-def _save(proto, path: Path) -> None:
-    from ..io._common import atomic_path
-
-    onnx = require_onnx("onnx")
-    with atomic_path(path) as tmp:
-        onnx.save_model(proto, str(tmp), save_as_external_data=False)
-
-
 def export_onnx(fitted, path, output: str = "score", score: str | None = None, *, dynamo: bool = True,
                 opset: int = OPSET) -> Path:
     """Write ``fitted`` (a Fitted or a fitted estimator) as one ONNX file at ``path``, atomically.
@@ -308,61 +264,6 @@ def export_onnx(fitted, path, output: str = "score", score: str | None = None, *
     path = check_onnx_path(path)
     _save(onnx_model(fitted, output, score, dynamo=dynamo, opset=opset), path)
     return path
-
-
-# ---------------------------------------------------------------------------------- ONNX Runtime
-def onnx_session(model, threads: int | None = None):
-    """An ONNX Runtime CPU session for a file path, bytes or ModelProto; ``threads``: intra-op threads
-    (default: torch's current setting, so both engines run on the same cores)."""
-    ort = require_onnx("onnxruntime")
-    if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                providers=["CPUExecutionProvider"])
-
-
-def _raw_chunks(X, input_shape: tuple, owner: str):
-    """``(n_rows, iterator)`` over float32 chunks of X in the user's layout, validated as Fitted.batches does."""
-    if is_source(X):
-        if tuple(X.shape[1:]) != tuple(input_shape):
-            check_sample_shape(np.empty((0, *X.shape[1:])), input_shape, owner)
-
-        def chunks():
-            for chunk in X.iter_chunks():
-                chunk = check_array(chunk, name="a chunk of X", dtype=None)
-                for i in range(0, chunk.shape[0], EVAL_ROWS):
-                    yield np.ascontiguousarray(chunk[i : i + EVAL_ROWS], dtype=np.float32)
-
-        return len(X), chunks()
-    Xv = check_array(X, dtype=None)
-    check_sample_shape(Xv, tuple(input_shape), owner)
-    return Xv.shape[0], (np.ascontiguousarray(Xv[i : i + EVAL_ROWS], dtype=np.float32)
-                         for i in range(0, Xv.shape[0], EVAL_ROWS))
-
-
-def _input_shape(session) -> tuple:
-    meta = session.get_modelmeta().custom_metadata_map
-    if "input_shape" in meta:
-        return tuple(json.loads(meta["input_shape"]))
-    return tuple(session.get_inputs()[0].shape[1:])
-
-
-def run_session(session, X, owner: str = "the ONNX model") -> np.ndarray:
-    """Run ``session`` on X (array or chunked source) EVAL_ROWS rows at a time and stack the output."""
-    n, chunks = _raw_chunks(X, _input_shape(session), owner)
-    name = session.get_inputs()[0].name
-    out, pos = None, 0
-    for chunk in chunks:
-        r = session.run(None, {name: chunk})[0]
-        if out is None:
-            out = np.empty((n, *r.shape[1:]), dtype=r.dtype)
-        out[pos : pos + len(r)] = r
-        pos += len(r)
-    return out if out is not None else np.empty((0,), dtype=np.float64)
 
 
 def onnx_scores(fitted, X, score: str | None = None, owner: str = "model", threads: int | None = None,
@@ -402,156 +303,3 @@ def pick_engine(engine: str, fitted, n_rows: int) -> str:
     return "onnxruntime"
 
 
-# ---------------------------------------------------------------------------------- int8
-def _head_nodes(proto) -> list[str]:
-    """Nodes reading the score's constants (directly or through a Transpose/Cast of them): kept in float."""
-    consts = {i.name for i in proto.graph.initializer if i.name.startswith(HEAD)}
-    head = []
-    for node in proto.graph.node:
-        if any(i in consts for i in node.input):
-            head.append(node.name)
-            consts.update(o for o in node.output if node.op_type in ("Transpose", "Cast", "Identity"))
-    return head
-
-
-def _is_conv(proto) -> bool:
-    return any(n.op_type == "Conv" for n in proto.graph.node)
-
-
-class _Calibration:
-    """onnxruntime.quantization.CalibrationDataReader over raw calibration rows, 64 at a time."""
-
-    def __init__(self, rows: np.ndarray):
-        self._batches = iter([{INPUT_NAME: rows[i : i + 64]} for i in range(0, len(rows), 64)])
-
-    def get_next(self):
-        return next(self._batches, None)
-
-
-def quantize_int8(src, dst, calibration=None) -> Path:
-    """Write an int8 copy of the ONNX file ``src`` at ``dst`` (atomically); returns ``dst``.
-
-    Dense networks: dynamic quantisation (8-bit weights of every MatMul/Gemm, per output
-    channel; activations quantised per batch at run time; no data needed). Convolutional networks: static QDQ
-    quantisation of Conv/MatMul/Gemm (int8 weights per channel, int8 activations whose ranges
-    are the min-max over ``calibration``: raw rows in the model's input shape, the first
-    :data:`CALIBRATION_ROWS` of them are read). The score's own arithmetic (scaler, statistics,
-    neighbour distances) stays in float.
-    """
-    onnx = require_onnx("onnx")
-    require_onnx("onnxruntime")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    src, dst = Path(src), check_onnx_path(dst)
-    proto = onnx.load(str(src))
-    conv = _is_conv(proto)
-    if conv:
-        if calibration is None:
-            raise ConfigError("int8 quantisation of a convolutional model is static: it needs calibration rows "
-                              "(normal data in the model's input shape; calibration=X, or --calibration DATA).")
-        shape = tuple(json.loads({p.key: p.value for p in proto.metadata_props}.get("input_shape", "null")) or ())
-        rows = check_array(calibration[:CALIBRATION_ROWS], name="calibration", dtype=None)
-        if shape:
-            check_sample_shape(rows, shape, "the ONNX model", name="calibration")
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-    with tempfile.TemporaryDirectory() as tmp, _quiet_exporter():
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)  # shape inference
-        head = _head_nodes(onnx.load(str(pre)))
-        head += [f"{n}_MatMul" for n in head]  # the names dynamic quantisation gives a Gemm it turns into a MatMul
-        if conv:
-            quantize_static(str(pre), str(out), _Calibration(rows), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=head,
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
-        else:
-            # uint8 weights per output channel: the u8 x s8 kernels of CPUs without VNNI saturate (ORT's
-            # documented caveat); on the 57-feature model of benchmarks/deploy.py int8 weights lost 40% of
-            # the TPR at FPR 1e-3, uint8 ones per channel none
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QUInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=head)
-        q = onnx.load(str(out))
-        del q.metadata_props[:]
-        onnx.helper.set_model_props(q, {**{p.key: p.value for p in proto.metadata_props},
-                                        "quantization": "int8 static QDQ (calibrated)" if conv else "int8 dynamic"})
-        _save(q, dst)
-    return dst
-
-
-def _rows_per_second(session, X: np.ndarray) -> tuple[float, float]:
-    """(rows per second at batches of EVAL_ROWS, seconds per row at batch 1 (median of up to 200 rows))."""
-    name = session.get_inputs()[0].name
-    session.run(None, {name: X[: min(len(X), EVAL_ROWS)]})  # warm-up
-    t = time.perf_counter()
-    for i in range(0, len(X), EVAL_ROWS):
-        session.run(None, {name: X[i : i + EVAL_ROWS]})
-    rate = len(X) / max(time.perf_counter() - t, 1e-9)
-    times = []
-    for i in range(min(len(X), 200)):
-        t = time.perf_counter()
-        session.run(None, {name: X[i : i + 1]})
-        times.append(time.perf_counter() - t)
-    return rate, float(np.median(times))
-
-
-def int8_cost(float_model, int8_model, X, y=None, threads: int | None = None) -> dict:
-    """What int8 costs, measured on X (raw rows) and, when given, 0/1 labels y (1 = anomaly).
-
-    Returns file sizes (bytes), speed (rows/s at batches of 4096 and seconds per row at batch
-    1) of both, how much the scores move (median and max relative change; the share of rows
-    whose flag at the model's threshold changes) and, with labels, AUROC and the TPR at FPR
-    1e-3 and 1e-4 of both models; an FPR is measured only when the data hold at least 1/FPR
-    normal rows (otherwise its entry says how many it needs).
-    """
-    from ..metrics import roc_auc, tpr_at_fpr
-
-    X = np.ascontiguousarray(check_array(X, dtype=None), dtype=np.float32)
-    sessions = {"float": onnx_session(float_model, threads), "int8": onnx_session(int8_model, threads)}
-    if sessions["float"].get_outputs()[0].name != "score":
-        raise ConfigError("int8_cost compares scores: export the model with output='score'.")
-    scores = {k: run_session(s, X).astype(np.float64) for k, s in sessions.items()}
-    rel = np.abs(scores["int8"] - scores["float"]) / np.maximum(np.abs(scores["float"]), 1e-12)
-    meta = sessions["float"].get_modelmeta().custom_metadata_map
-    out = {"rows": int(len(X)), "threads": int(threads or torch.get_num_threads()),
-           "float_bytes": os.path.getsize(float_model), "int8_bytes": os.path.getsize(int8_model),
-           "median_rel_change": float(np.median(rel)), "max_rel_change": float(rel.max())}
-    if "threshold" in meta:
-        thr = float(meta["threshold"])
-        out["flag_changes"] = float(np.mean((scores["int8"] > thr) != (scores["float"] > thr)))
-    for k, s in sessions.items():
-        out[f"{k}_rows_per_s"], out[f"{k}_s_per_row_batch1"] = _rows_per_second(s, X)
-    if y is not None:
-        y = np.asarray(y).reshape(-1)
-        if len(y) != len(X):
-            raise DataError(f"labels have {len(y)} rows but the data has {len(X)}; pass one label per row.")
-        n_normal = int(np.sum(y == 0))
-        for k in sessions:
-            out[f"{k}_auroc"] = float(roc_auc(y, scores[k]))
-        out["auroc_delta"] = out["int8_auroc"] - out["float_auroc"]
-        for fpr in (1e-3, 1e-4):
-            for k in sessions:
-                out[f"{k}_tpr_at_fpr_{fpr:g}"] = (float(tpr_at_fpr(y, scores[k], fpr)) if fpr * n_normal >= 1 else
-                                                  f"n/a: needs {math.ceil(1 / fpr):,} normal rows, has {n_normal:,}")
-    return out
-
-
-def format_int8_cost(cost: dict) -> str:
-    """The cost of int8 as a few readable lines."""
-    lines = [f"file size: float {cost['float_bytes'] / 1024:,.1f} KiB, int8 {cost['int8_bytes'] / 1024:,.1f} KiB "
-             f"({cost['int8_bytes'] / cost['float_bytes']:.0%})",
-             f"speed ({cost['threads']} threads): float {cost['float_rows_per_s']:,.0f} rows/s, "
-             f"{cost['float_s_per_row_batch1'] * 1e6:.1f} us/row at batch 1; int8 {cost['int8_rows_per_s']:,.0f} "
-             f"rows/s, {cost['int8_s_per_row_batch1'] * 1e6:.1f} us/row at batch 1",
-             f"scores on {cost['rows']:,} rows: median relative change {cost['median_rel_change']:.2e}, "
-             f"max {cost['max_rel_change']:.2e}"
-             + (f"; {cost['flag_changes']:.2%} of rows change side of the threshold" if "flag_changes" in cost else "")]
-    if "float_auroc" in cost:
-        lines.append(f"AUROC: float {cost['float_auroc']:.4f}, int8 {cost['int8_auroc']:.4f} "
-                     f"(delta {cost['auroc_delta']:+.4f})")
-        for fpr in (1e-3, 1e-4):
-            a, b = cost[f"float_tpr_at_fpr_{fpr:g}"], cost[f"int8_tpr_at_fpr_{fpr:g}"]
-            lines.append(f"TPR at FPR {fpr:g}: " + (f"float {a:.4f}, int8 {b:.4f} (delta {b - a:+.4f})"
-                                                   if isinstance(a, float) else a))
-    return "\n".join(lines)
