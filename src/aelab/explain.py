@@ -27,13 +27,16 @@ needed, base value 0. Every term of :mod:`aelab.scoring` is split over the input
   through which the unusual code shows. Uniform if the decoder maps ``z`` and ``c`` to the
   same output.
 
-``"shapley"``: interventional Shapley values of the *whole* score against a background
-of training rows (by default the reference rows a neighbour score keeps, up to 4,096
-training rows), ``v(S) = mean_b score(x_S, b_rest)``; base value ``mean_b score(b)``.
-Unlike raw per-feature error they credit the input that broke a correlation rather than
-its partners, whose error it spreads (Takeishi 2019; Antwarg et al. 2021).
+``"shapley"``: Shapley values of the *whole* score against a background of training rows
+(by default the reference rows a neighbour score keeps), ``v(S) = mean_b score(x_S, fill_b)``;
+base value ``mean_b score(b)``. Unlike raw per-feature error they credit the input that broke
+a correlation rather than its partners, whose error it spreads (Takeishi 2019; Antwarg et al.
+2021). ``dependence`` says how the inputs outside S are filled: "gaussian" (tables' default)
+moves them with those in S along the background's regression
+(:class:`aelab.shapley.Gaussian`), so points keep the data's correlations; "independent"
+(images' default) takes b's values as they are (interventional Shapley values).
 
-* Closed form for PCA and the linear autoencoder with the scores "mse", "latent" and
+* Closed form ("independent") for PCA and the linear autoencoder with the scores "mse", "latent" and
   "mse+latent": the score is then a quadratic ``f(x) = x'Ax + c'x + c0`` in the scaled
   input, and for a quadratic the Shapley value of feature k is exactly
 
@@ -57,8 +60,9 @@ low-dimensional subspace this can bury the feature that broke it (benchmarks/exp
 (per-row base values): the question becomes "what differs from the normal rows most like
 this one". ``nearest`` is measured in the scaled units the network sees.
 
-``"auto"``: the closed form where it exists, else sampling for tables, else (images of
-non-linear models) "error"; ``Explanation.note`` says which and why. The Shapley machinery
+``"auto"``: sampled conditional values for tables; the closed form where it exists for the
+"independent" fill; else (images of non-linear models) "error"; ``Explanation.note`` says which
+and why. The Shapley machinery
 (enumeration, the closed form, the sampler) is :mod:`aelab.shapley`.
 """
 
@@ -73,12 +77,13 @@ from . import losses
 from .exceptions import ConfigError, DataError
 from .kinds import kind_of
 from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
-from .shapley import (AUTO_PLAYERS, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
+from .shapley import (AUTO_PLAYERS, Gaussian, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
                       _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
 
 METHODS = ("auto", "error", "shapley")
+DEPENDENCE = ("auto", "gaussian", "independent")
 MAX_SAMPLED_PLAYERS = 1024  # "auto" samples Shapley values of tables up to this many inputs
 
 
@@ -271,7 +276,8 @@ def _feature_names(X, estimator, n_values: int):
 
 
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
-            n_permutations: int = 16, nearest: int | None = None, random_state=0) -> Explanation:
+            n_permutations: int = 16, nearest: int | None = None, dependence: str = "auto",
+            random_state=0) -> Explanation:
     """Contributions of every input value of every row of X to its anomaly score.
 
     ``method``: "error" (the exact decomposition of the score), "shapley" (Shapley values
@@ -282,7 +288,11 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
     (in antithetic pairs). ``nearest``: Shapley values of each row against only its ``nearest``
     background rows (the most similar training rows; rows equal to it left out) instead of all, so
-    the base value is one per row. ``random_state`` seeds the sampler.
+    the base value is one per row. ``dependence``: how "shapley" fills the inputs outside a coalition:
+    "gaussian" (conditionally on those inside, features that move together move together; see
+    :class:`aelab.shapley.Gaussian`), "independent" (from the background row as it is: interventional
+    Shapley values, with the closed form for affine networks), or "auto" (gaussian for tables,
+    independent for images). ``random_state`` seeds the sampler.
     """
     f = estimator.fitted_ if hasattr(estimator, "fitted_") else estimator
     owner = type(estimator).__name__
@@ -294,6 +304,12 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     if nearest is not None and (not isinstance(nearest, (int, np.integer)) or isinstance(nearest, bool)
                                 or nearest < 1):
         raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
+    if dependence not in DEPENDENCE:
+        raise ConfigError(f"dependence={dependence!r} is not known; expected one of {DEPENDENCE}.")
+    if dependence == "gaussian" and f.layout.image:
+        raise ConfigError("dependence='gaussian' imputes the features of a table; images are explained per patch "
+                          "against whole background patches. Use dependence='independent' (or 'auto').")
+    dependence = ("independent" if f.layout.image else "gaussian") if dependence == "auto" else dependence
     score = score or f.score
     kind_of(f.model_cfg).check_score(score, owner)
     stats = f.score_stats() if score not in ("mse", "mae", "relative", "mu_norm", "kl", "elbo") else None
@@ -307,14 +323,16 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
 
     groups, p = _groups(f, patch)
     G = int(groups.max()) + 1 if len(groups) else 0
-    quad = _quadratic_form(f, score, stats) if method in ("auto", "shapley") else None
+    quad = _quadratic_form(f, score, stats) if method in ("auto", "shapley") and dependence == "independent" else None
     Bn = _background(f, background, owner) if method in ("auto", "shapley") else None
     note = ""
     if method == "auto":
         if quad is not None and Bn is not None:
             chosen, note = "closed", "auto: closed-form Shapley values (affine network, quadratic score)"
         elif Bn is not None and not f.layout.image and G <= MAX_SAMPLED_PLAYERS:
-            chosen, note = "sampled", "auto: sampled Shapley values (no closed form for this model and score)"
+            chosen, note = "sampled", ("auto: sampled Shapley values, features imputed conditionally (a table)"
+                                       if dependence == "gaussian" else
+                                       "auto: sampled Shapley values (no closed form for this model and score)")
         else:
             why = ("images of a non-linear model" if f.layout.image else
                    "no background rows (pass background=...)" if Bn is None else f"{G} inputs")
@@ -324,6 +342,8 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
             raise ConfigError(f"method='shapley' needs background rows: this model keeps none (its score {score!r} "
                               "uses no neighbours). Pass some training rows, e.g. background=X_train[:200].")
         chosen = "closed" if quad is not None else "sampled"
+        if dependence == "gaussian":
+            note = "shapley: the inputs outside a coalition imputed conditionally (Gaussian)"
     else:
         chosen = "error"
 
@@ -355,13 +375,15 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     fB = fn(Bn)
     base = float(fB.mean()) if choices is None else fB[choices].mean(axis=1)
     fX = fn(Xn)
-    phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base, choices)
+    gaussian = Gaussian(Bn) if dependence == "gaussian" else None
+    phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base, choices, gaussian)
     size = np.bincount(groups, minlength=G).astype(np.float64)
     phi = phi_g[:, groups] / size[groups]
     se = se_g[:, groups] / size[groups]
     # the sampler's own scores fX equal `scores` up to float32 rounding; that difference is spread evenly
     # over the contributions, so that they add up to the reported scores
     phi += ((scores - fX) / phi.shape[1])[:, None]
-    alg = "permutation sampling" + (f" ({p}x{p} patches)" if f.layout.image and p > 1 else "")
+    alg = "permutation sampling" + (f" ({p}x{p} patches)" if f.layout.image and p > 1 else "") + (
+        ", conditional (Gaussian)" if gaussian is not None else "")
     return Explanation(to_user(phi), scores, base, False, "shapley", alg, score, to_user(se), names, note,
                        f.layout.input_shape)

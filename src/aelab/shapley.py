@@ -1,4 +1,5 @@
-"""Interventional Shapley values of a fitted model's score, for :func:`aelab.explain.explain`.
+"""Shapley values of a fitted model's score, for :func:`aelab.explain.explain`: interventional, or with
+the features outside a coalition imputed conditionally (:class:`Gaussian`).
 
 Three ways to the same values: :func:`shapley_enumerate` enumerates every coalition (a check
 for small cases); for an affine network and a score quadratic in its input (PCA, the linear
@@ -21,18 +22,63 @@ from .exceptions import ConfigError
 from .kinds import kind_of
 from .scoring import knn_combined, neighbour_score, score_batch
 
-__all__ = ["shapley_enumerate", "QUADRATIC_SCORES"]
+__all__ = ["shapley_enumerate", "Gaussian", "QUADRATIC_SCORES"]
 
 QUADRATIC_SCORES = ("mse", "latent", "mse+latent")  # quadratic in the input for an affine network
 POINTS_PER_BATCH = 4096    # path points per forward pass of the sampler
 AUTO_PLAYERS = 64          # "auto" patch size keeps an image's players at about this many
+GAUSSIAN_RIDGE = 1e-2      # added to the background covariance's diagonal, times its mean variance
+COALITION_POINTS = 1 << 18  # path points built at once by the conditional sampler (rows share coalitions)
 
 
-def shapley_enumerate(fn, x: np.ndarray, background: np.ndarray, groups: np.ndarray | None = None):
-    """Exact interventional Shapley values by enumerating every coalition (a check for small cases).
+class Gaussian:
+    """Conditional imputation under a Gaussian fitted to the background rows (dependent features).
+
+    For a coalition S of known inputs, a background row b is moved to agree with x on S, and
+    the inputs outside S move with them along the background's regression,
+
+        x_~S = b_~S + K_S (x_S - b_S),    K_S = C_{~S,S} (C_{S,S})^{-1},
+
+    which is x_S's conditional mean plus b's own residual from its conditional mean: a draw
+    from the conditional distribution when the data are Gaussian, with real residuals when
+    they are not (Aas, Jullum and Loland 2021 impute from the same Gaussian). Features that
+    move together are then never set apart: a point keeps the correlations of the data, and
+    the value of a coalition says what its inputs imply about the rest. ``C`` is the
+    background's covariance (in the scaled units the network sees) plus a ridge of
+    :data:`GAUSSIAN_RIDGE` times its mean variance.
+    """
+
+    def __init__(self, Bn: np.ndarray, ridge: float = GAUSSIAN_RIDGE):
+        B = np.asarray(Bn, np.float64).reshape(len(Bn), -1)
+        Bc = B - B.mean(axis=0)
+        C = Bc.T @ Bc / max(len(B), 1)
+        mean_var = float(np.trace(C)) / max(len(C), 1)
+        C[np.diag_indices_from(C)] += ridge * (mean_var if mean_var > 0 else 1.0)
+        self.cov = torch.from_numpy(C)
+
+    def gain(self, S: np.ndarray) -> torch.Tensor:
+        """K_S, float32 (|~S|, |S|)."""
+        inside, rest = np.flatnonzero(S), np.flatnonzero(~S)
+        C = self.cov
+        return torch.linalg.solve(C[np.ix_(inside, inside)], C[np.ix_(inside, rest)]).T.float()
+
+    def fill(self, x: torch.Tensor, b: torch.Tensor, S: np.ndarray) -> torch.Tensor:
+        """Points (r, D): x on the inputs ``S`` (a boolean per input), b moved with them elsewhere."""
+        p = b.clone()
+        p[:, S] = x[:, S]
+        if S.any() and not S.all():
+            p[:, ~S] += (x[:, S] - b[:, S]) @ self.gain(S).T
+        return p
+
+
+def shapley_enumerate(fn, x: np.ndarray, background: np.ndarray, groups: np.ndarray | None = None,
+                      gaussian: Gaussian | None = None):
+    """Exact Shapley values by enumerating every coalition (a check for small cases).
 
     ``fn``: (m, D) -> (m,) scores; ``x``: (D,); ``background``: (nb, D); ``groups``: player of
-    each input (default: one per input). Returns (phi per player, base value). 2^G * nb points.
+    each input (default: one per input); ``gaussian``: impute the inputs outside a coalition
+    conditionally (:class:`Gaussian`) instead of from the background row alone (interventional).
+    Returns (phi per player, base value). 2^G * nb points.
     """
     x = np.asarray(x, np.float64).ravel()
     B = np.asarray(background, np.float64).reshape(len(background), -1)
@@ -43,7 +89,11 @@ def shapley_enumerate(fn, x: np.ndarray, background: np.ndarray, groups: np.ndar
         raise ConfigError(f"shapley_enumerate needs 2^G coalitions; G={G} players is too many (at most 16).")
     subsets = np.array([[(s >> g) & 1 for g in range(G)] for s in range(2**G)], dtype=bool)   # (2^G, G)
     masks = subsets[:, groups]                                                                  # (2^G, D)
-    pts = np.where(masks[:, None, :], x[None, None, :], B[None, :, :]).reshape(-1, D)
+    if gaussian is None:
+        pts = np.where(masks[:, None, :], x[None, None, :], B[None, :, :]).reshape(-1, D)
+    else:
+        xt, Bt = torch.as_tensor(x, dtype=torch.float32).expand(len(B), D), torch.as_tensor(B, dtype=torch.float32)
+        pts = torch.stack([gaussian.fill(xt, Bt, m) for m in masks]).reshape(-1, D).double().numpy()
     v = np.asarray(fn(pts), np.float64).reshape(2**G, len(B)).mean(axis=1)
     size = subsets.sum(axis=1)
     weight = np.array([math.factorial(s) * math.factorial(G - s - 1) / math.factorial(G) if s < G else 0.0
@@ -156,7 +206,7 @@ class _PointScorer:
 
 
 def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: int, rng, fX: np.ndarray,
-             fB: np.ndarray, base, choices: np.ndarray | None = None):
+             fB: np.ndarray, base, choices: np.ndarray | None = None, gaussian: Gaussian | None = None):
     """Permutation sampling with antithetic pairs and the background score as control variate.
 
     Returns (phi, se), each (n, G). For pair t of row x: a random permutation pi and a
@@ -165,7 +215,9 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
     With C_t = f(b_t) - base (known mean 0), phi = mean(Y) - beta mean(C), beta_g =
     cov(Y_g, C) / var(C); since sum_g Y_tg = f(x) - base - C_t, sum_g beta_g = -1 and phi
     sums to f(x) - base exactly. ``base``: a number or one per row; ``choices``: each row's own
-    background rows (indices into Bn), default all.
+    background rows (indices into Bn), default all. ``gaussian``: the inputs outside a coalition
+    are imputed conditionally (:class:`Gaussian`); the rows of a block then share their T
+    permutations, so that each coalition's regression is solved once for the block.
     """
     n, D = Xn.shape
     G = int(groups.max()) + 1
@@ -177,7 +229,7 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
         phi[:, 0] = fX - base
         return phi, se
     per_row = T * 2 * (G - 1)
-    chunk = max(1, POINTS_PER_BATCH // per_row)
+    chunk = max(1, (POINTS_PER_BATCH if gaussian is None else COALITION_POINTS) // per_row)
     steps = np.arange(1, G)
     B_t = torch.as_tensor(Bn, dtype=torch.float32)
     for s in range(0, n, chunk):
@@ -186,15 +238,26 @@ def _sampled(fn, Xn: np.ndarray, Bn: np.ndarray, groups: np.ndarray, n_pairs: in
         pool = [np.arange(len(Bn)) if choices is None else choices[s + i] for i in range(r)]
         b_idx = np.stack([p[rng.permutation(len(p))[:T]] if len(p) >= T else p[rng.integers(len(p), size=T)]
                           for p in pool])                                      # (r, T)
-        perms = np.argsort(rng.random((r, T, G)), axis=2)                      # players in order of entry
-        rank = np.argsort(perms, axis=2)                                       # position of each player
-        rk = torch.from_numpy(rank[:, :, groups])                              # (r, T, D)
-        st = torch.from_numpy(steps)[None, None, :, None]                      # (1, 1, G-1, 1)
-        fwd = rk[:, :, None, :] < st                                           # after s players entered
-        rev = rk[:, :, None, :] >= (G - st)
-        mask = torch.stack([fwd, rev], dim=2)                                  # (r, T, 2, G-1, D)
         b = B_t[torch.from_numpy(b_idx)]                                       # (r, T, D)
-        pts = torch.where(mask, X[:, None, None, None, :], b[:, :, None, None, :])
+        if gaussian is None:
+            perms = np.argsort(rng.random((r, T, G)), axis=2)                  # players in order of entry
+            rank = np.argsort(perms, axis=2)                                   # position of each player
+            rk = torch.from_numpy(rank[:, :, groups])                          # (r, T, D)
+            st = torch.from_numpy(steps)[None, None, :, None]                  # (1, 1, G-1, 1)
+            fwd = rk[:, :, None, :] < st                                       # after s players entered
+            rev = rk[:, :, None, :] >= (G - st)
+            mask = torch.stack([fwd, rev], dim=2)                              # (r, T, 2, G-1, D)
+            pts = torch.where(mask, X[:, None, None, None, :], b[:, :, None, None, :])
+        else:
+            shared = np.argsort(rng.random((T, G)), axis=1)                    # one permutation per t, all rows
+            perms = np.broadcast_to(shared, (r, T, G))
+            pts = torch.empty(r, T, 2, G - 1, D)
+            for t in range(T):
+                for way, order in enumerate((shared[t], shared[t][::-1])):
+                    inside = np.zeros(G, dtype=bool)
+                    for j in range(G - 1):
+                        inside[order[j]] = True
+                        pts[:, t, way, j] = gaussian.fill(X, b[:, t], inside[groups])
         f_pts = fn(pts.reshape(-1, D)).reshape(r, T, 2, G - 1)
         fb = fB[b_idx]                                                         # (r, T)
         path = np.concatenate([np.broadcast_to(fb[:, :, None, None], (r, T, 2, 1)), f_pts,
