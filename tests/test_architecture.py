@@ -9,6 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aelab"
 #: The floors, lowest first; a module sits on the floor of the longest prefix of its name listed here.
 FLOORS = [
     ("ground", ["_version", "exceptions", "_fs", "config", "device", "comm", "_params", "_validation", "losses", "layout",
+                "preprocess",
                 "preprocessing", "thresholds", "defaults", "datasets._paths"]),
     ("data and parts", ["io", "_columns", "datasets", "nn", "models", "kinds", "heads", "scoring", "metrics",
                         "divergences"]),

@@ -61,7 +61,8 @@ class Fitted:
     fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
     feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
-    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
+    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head (and the
+    # preprocessing module), built once
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -72,12 +73,28 @@ class Fitted:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ running the network
-    def to_net(self, X: np.ndarray) -> np.ndarray:
-        return self.layout.to_net(self.scaler.transform(X), self.net_shape)
+    @property
+    def preprocess(self):
+        """The :class:`~aelab.preprocess.Preprocess` module of this model (scaler and layout), built once."""
+        from .preprocess import Preprocess
 
+        if "__preprocess__" not in self._heads:
+            self._heads["__preprocess__"] = Preprocess.of(self)
+        return self._heads["__preprocess__"]
+
+    @torch.no_grad()
+    def to_net(self, X: np.ndarray) -> np.ndarray:
+        """Raw rows -> the network's input (float32, contiguous), by the preprocessing module."""
+        from .preprocess import as_tensor
+
+        return self.preprocess(as_tensor(X)).numpy()
+
+    @torch.no_grad()
     def from_net(self, Xs: np.ndarray) -> np.ndarray:
         """Network outputs back to the user's shape and units."""
-        return self.scaler.inverse_transform(self.layout.from_net(Xs))
+        from .preprocess import as_tensor
+
+        return self.preprocess.inverse(as_tensor(np.asarray(Xs, np.float32))).numpy()
 
     def batches(self, X, owner: str) -> tuple[int, Any]:
         """``(n_rows, iterator)`` over network-layout float32 chunks of X (array or source).

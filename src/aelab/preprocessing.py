@@ -106,30 +106,13 @@ def pre_transform(X: np.ndarray, pre: str) -> np.ndarray:
     """``X`` (n, ...) through the per-sample steps ``pre`` (see :data:`INTENSITY`), in float64.
 
     "sum": each sample divided by its total (a sample whose total is 0 stays 0); then "sqrt"
-    ``sign(x) sqrt(|x|)`` or "log1p" ``sign(x) log(1 + |x|)``.
+    ``sign(x) sqrt(|x|)`` or "log1p" ``sign(x) log(1 + |x|)``. The arithmetic is
+    :func:`aelab.preprocess.apply_steps`'s, the one the scaler and the ONNX graph run.
     """
+    from .preprocess import apply_steps, as_tensor
+
     X = np.asarray(X, dtype=np.float64)
-    if pre == "none":
-        return X
-    parts = pre.split("+")
-    if "sum" in parts:
-        total = X.reshape(len(X), -1).sum(axis=1).reshape((len(X),) + (1,) * (X.ndim - 1))
-        X = X / np.where(total != 0, total, 1.0)
-    if "sqrt" in parts:
-        X = np.sign(X) * np.sqrt(np.abs(X))
-    elif "log1p" in parts:
-        X = np.sign(X) * np.log1p(np.abs(X))
-    return X
-
-
-def pre_inverse(X: np.ndarray, pre: str) -> np.ndarray:
-    """Undo the range compression of ``pre`` (the division by the total is not undone: it is per sample)."""
-    parts = pre.split("+")
-    if "sqrt" in parts:
-        return np.sign(X) * np.square(X)
-    if "log1p" in parts:
-        return np.sign(X) * np.expm1(np.abs(X))
-    return X
+    return X if pre == "none" else apply_steps(as_tensor(X), pre).numpy()
 
 
 def resolve_intensity(intensity: str, intensity_images: bool) -> str:
@@ -204,34 +187,33 @@ class Scaler:
         scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(offset)), scale, 1.0)
         self.offset = np.atleast_1d(offset)
         self.scale = np.atleast_1d(scale)
+        self._module = None
         return self
 
+    def module(self):
+        """This scaler as a :class:`~aelab.preprocess.Preprocess` module (no layout), built once per fit."""
+        from .preprocess import Preprocess
+
+        if getattr(self, "_module", None) is None:
+            self._module = Preprocess(self)
+        return self._module
+
+    @torch.no_grad()
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Scale ``X`` (n, ...) to float32; per-column offsets apply to the flattened row.
 
         float64 input is scaled in float64 before the cast, so large offsets (say values
-        around 1e7 that vary by 1) keep their digits.
+        around 1e7 that vary by 1) keep their digits. The arithmetic is :class:`~aelab.preprocess.Preprocess`'s.
         """
-        X = np.asarray(X)
-        if self.pre != "none":
-            X = pre_transform(X, self.pre)
-        work = np.float64 if X.dtype == np.float64 else np.float32
-        X = X.astype(work, copy=False)
-        offset, scale = self.offset.astype(work), self.scale.astype(work)
-        if offset.size > 1:
-            out = (X.reshape(len(X), offset.size) - offset) / scale
-            return out.astype(np.float32, copy=False).reshape(X.shape)
-        return ((X - offset) / scale).astype(np.float32, copy=False)
+        from .preprocess import as_tensor
 
+        return self.module().scale_rows(as_tensor(X)).numpy()
+
+    @torch.no_grad()
     def inverse_transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, np.float32)
-        if self.offset.size > 1:
-            out = (X.reshape(len(X), self.offset.size) * self.scale + self.offset).reshape(X.shape)
-        else:
-            out = X * self.scale + self.offset
-        if self.pre != "none":
-            out = pre_inverse(out, self.pre)
-        return out.astype(np.float32, copy=False)
+        from .preprocess import as_tensor
+
+        return self.module().unscale_rows(as_tensor(np.asarray(X, np.float32))).numpy()
 
     def state(self) -> dict:
         return {"offset": self.offset, "scale": self.scale}
@@ -262,6 +244,7 @@ class Scaler:
         sc = cls(config["kind"], config["per_feature"], config.get("pre", "none"))  # folders before 0.3: no "pre"
         sc.offset = np.asarray(state["offset"], np.float64)
         sc.scale = np.asarray(state["scale"], np.float64)
+        sc._module = None
         return sc
 
 

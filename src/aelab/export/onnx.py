@@ -50,6 +50,7 @@ from torch import nn
 from ..exceptions import ConfigError
 from ..fitted import Fitted
 from ..scoring import check_score, fitted_score, neighbour_score
+from ..preprocess import Preprocess
 from .int8 import CALIBRATION_ROWS, format_int8_cost, int8_cost, quantize_int8  # noqa: F401 (re-exported)
 from .runtime import (HEAD, INPUT_NAME, ORT_PURPOSE, _quiet_exporter, _save, check_onnx_path,  # noqa: F401
                       onnx_session, require_onnx, run_session)
@@ -94,13 +95,7 @@ class ScoreGraph(nn.Module):
             check_score(self.score, bool(f.model_cfg.variational), "this model")
         self.layout, self.net_shape, self.recon_kind = f.layout, f.net_shape, f.recon_kind
         self.model = copy.deepcopy(f.model).cpu().eval()
-        self.per_column = f.scaler.offset.size > 1
-        self.pre = getattr(f.scaler, "pre", "none").split("+")  # Scaler's per-sample steps (pre_transform)
-        self.register_buffer("offset", torch.from_numpy(f.scaler.offset.astype(np.float32)))
-        self.register_buffer("scale", torch.from_numpy(f.scaler.scale.astype(np.float32)))
-        if output == "reconstruction":  # Scaler.inverse_transform works in float64
-            self.register_buffer("offset64", torch.from_numpy(f.scaler.offset.astype(np.float64)))
-            self.register_buffer("scale64", torch.from_numpy(f.scaler.scale.astype(np.float64)))
+        self.prep = Preprocess.of(f)  # the module Python's Fitted.to_net / from_net run
         if output == "score":  # the score head Python scores with, its statistics as the graph's constants
             self.head_ = copy.deepcopy(f.head(self.score)).cpu().eval()
         self.floats, self.tensors = {}, []
@@ -134,38 +129,10 @@ class ScoreGraph(nn.Module):
         return {**self.floats, **{k: getattr(self, HEAD + k) for k in self.tensors}}
 
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
-        """Fitted.to_net: Scaler.transform (float32 input) and Layout.to_net."""
-        shape = self.layout.input_shape
-        if "sum" in self.pre:
-            total = x.reshape(x.shape[0], -1).sum(dim=1).reshape(-1, *([1] * len(shape)))
-            x = x / torch.where(total != 0, total, torch.ones_like(total))
-        if "sqrt" in self.pre:
-            x = torch.sign(x) * torch.sqrt(torch.abs(x))
-        elif "log1p" in self.pre:
-            x = torch.sign(x) * torch.log1p(torch.abs(x))
-        if self.per_column:
-            x = ((x.reshape(-1, self.offset.numel()) - self.offset) / self.scale).reshape(-1, *shape)
-        else:
-            x = (x - self.offset) / self.scale
-        if self.layout.channels_last:  # (n, h, w, c) -> (n, c, h, w)
-            x = x.permute(0, 3, 1, 2)
-        return x.reshape(-1, *self.net_shape)
+        return self.prep(x)
 
     def _from_net(self, x: torch.Tensor) -> torch.Tensor:
-        """Fitted.from_net: Layout.from_net and Scaler.inverse_transform (float64 arithmetic)."""
-        if self.layout.channels_last:
-            x = x.reshape(-1, *self.layout.image_shape).permute(0, 2, 3, 1)
-        shape = self.layout.input_shape
-        x = x.reshape(-1, *shape).to(torch.float64)
-        if self.per_column:
-            x = (x.reshape(-1, self.offset64.numel()) * self.scale64 + self.offset64).reshape(-1, *shape)
-        else:
-            x = x * self.scale64 + self.offset64
-        if "sqrt" in self.pre:
-            x = torch.sign(x) * x.square()
-        elif "log1p" in self.pre:
-            x = torch.sign(x) * (torch.exp(torch.abs(x)) - 1.0)  # expm1 has no ONNX operator
-        return x.to(torch.float32)
+        return self.prep.inverse(x)
 
     def _neighbours(self, x: torch.Tensor):
         """(x - r for the k nearest reference rows r, d_k), ranked and measured as the score head does."""
