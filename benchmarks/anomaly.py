@@ -177,13 +177,26 @@ def main(argv=None):
     res = run_mnist(args) if args.part == "mnist" else run_odds(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"anomaly_{args.part}.json").write_text(
-        json.dumps({"args": vars(args), "environment": environment(), "results": res}, indent=2))
+    path = out / f"anomaly_{args.part}.json"
+    store = {"args": vars(args), "environment": environment(), "results": res}
+    if path.exists():  # a rerun of some models keeps the other models' columns, and says so
+        old = json.loads(path.read_text())
+        rows = set(next(iter(res.values())))  # the same digits or data sets only
+        kept = {n: r for n, r in old.get("results", {}).items() if n not in res and set(r) == rows}
+        if kept:
+            store["results"] = {n: res.get(n, kept.get(n)) for n in old["results"] if n in res or n in kept}
+            store["results"].update({n: r for n, r in res.items() if n not in store["results"]})
+            store["rerun"] = {"models": list(res), "kept_from": old.get("environment", {}).get("date")}
+    path.write_text(json.dumps(store, indent=2))
+    merged = store["results"]
     if args.part == "mnist":
-        md = markdown(res, "One-class MNIST (ROC AUC, fit+score seconds)", "digit")
+        md = markdown(merged, "One-class MNIST (ROC AUC, fit+score seconds)", "digit")
     else:
-        md = markdown(res, f"ODDS ({args.splits} splits, mean test ROC AUC, mean fit+score seconds per split)",
+        md = markdown(merged, f"ODDS ({args.splits} splits, mean test ROC AUC, mean fit+score seconds per split)",
                       "data set")
+    if "rerun" in store:
+        md += (f"\nRerun on {store['environment']['date']}: {', '.join(store['rerun']['models'])}; the other columns "
+               f"from the run of {store['rerun']['kept_from']}.\n")
     (out / f"anomaly_{args.part}.md").write_text(md)
     print(md)
 
