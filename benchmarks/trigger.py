@@ -30,6 +30,13 @@ from aelab.export import hls as H, quantize as Q
 OUT = Path(__file__).resolve().parent / "results"
 
 
+
+def _metrics(y, s, fpr):
+    """(AUROC, TPR at ``fpr``) from aelab's public metrics."""
+    from aelab.metrics import roc_auc, tpr_at_fpr
+
+    return roc_auc(y, s), tpr_at_fpr(y, s, fpr)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -58,16 +65,16 @@ def main():
     scan = Q.bit_scan(ae, Xte, y, bits=bits, integer_bits=I, weight_integer_bits=Iw, fpr=1e-5)
     for r in scan["rows"]:  # each width's own fine-tuned model
         s = Q.firmware_scores(tuned[r["bits"]], Xte, r["precision"], weight_precision=r["weight_precision"])
-        auc, tpr = Q._metrics(y, s, 1e-5)
+        auc, tpr = _metrics(y, s, 1e-5)
         r.update(finetuned_auroc=auc, finetuned_tpr=tpr, finetuned_auroc_rel=auc / scan["float"]["auroc"],
                  finetuned_tpr_rel=tpr / scan["float"]["tpr"] if scan["float"]["tpr"] else float("nan"))
     xs = ae.fitted_.to_net(Xte).astype(np.float64)
-    baseline = dict(zip(("auroc", "tpr"), Q._metrics(y, np.square(xs).sum(1), 1e-5)))  # no network: |x|^2
+    baseline = dict(zip(("auroc", "tpr"), _metrics(y, np.square(xs).sum(1), 1e-5)))  # no network: |x|^2
     per_signal = {}
     for name, code in aelab.datasets.ADC2021_SIGNALS.items():
         m = (yte == 0) | (yte == code)
         s = Q.firmware_scores(ae, Xte[m])
-        per_signal[name] = dict(zip(("auroc", "tpr_1e-5"), Q._metrics(yte[m] > 0, s, 1e-5)))
+        per_signal[name] = dict(zip(("auroc", "tpr_1e-5"), _metrics(yte[m] > 0, s, 1e-5)))
     parity = {}
     bg = Xte[yte == 0][:100_000]
     for prec in ("ap_fixed<16,6>", "ap_fixed<16,6,AP_RND,AP_SAT>", "ap_fixed<8,3>"):
