@@ -60,10 +60,11 @@ def run_methods(est, Xa, planted, perms: int, background=None, patch="auto") -> 
     t, c = time.perf_counter(), clock()
     e = est.explain(Xa, method="error")
     out["error"] = (*hits(e.contributions, planted), time.perf_counter() - t, clock() - c)
-    for nearest in (None, 20):
+    table = not est.fitted_.layout.image
+    for nearest, dependence in ((None, "auto"), (20, "auto")) + (((None, "independent"),) if table else ()):
         t, c = time.perf_counter(), clock()
         s = est.explain(Xa, method="shapley", background=background, n_permutations=perms, patch=patch,
-                        nearest=nearest)
+                        nearest=nearest, dependence=dependence)
         dt, dc = time.perf_counter() - t, clock() - c
         assert np.allclose(s.base_value + s.flat.sum(1), s.score, rtol=1e-6)  # efficiency, checked
         name = f"shapley ({s.algorithm})" if nearest is None else f"shapley, {nearest} nearest ({s.algorithm})"
@@ -199,8 +200,7 @@ def main(argv=None):
     torch.manual_seed(0)
     res = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                       f"load average at the start {os.getloadavg()[0]:.1f}",
-           "note": "Timings on a shared 2-core machine that other jobs were using at the same time: "
-                   "read them as upper bounds.",
+           "note": "Timings with nothing else running on the 2-core machine (load average above).",
            "rows": args.rows, "permutations": args.permutations}
     res["correlated"] = correlated(args.rows, args.permutations, "triplets")
     res["factor_rows"] = args.factor_rows

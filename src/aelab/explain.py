@@ -275,6 +275,20 @@ def _feature_names(X, estimator, n_values: int):
     return names if len(names) == n_values else None
 
 
+def _pixel_shares(f, X, owner: str, groups: np.ndarray, G: int) -> np.ndarray:
+    """(n, D): each input's share of its patch's Shapley value, in proportion to its squared reconstruction
+    error (the pixels through which the patch changes the score; equal shares where a patch has none).
+    The shares of a patch sum to 1, so the contributions still add up to the score."""
+
+    def err(x):
+        return (x - f.model(x, sample=False).x_hat).square().reshape(len(x), -1)
+
+    E = f.map(X, err, owner, np.float64)
+    tot = np.stack([np.bincount(groups, weights=e, minlength=G) for e in E]) if len(E) else np.zeros((0, G))
+    size = np.bincount(groups, minlength=G).astype(np.float64)
+    return np.where(tot[:, groups] > 0, E / np.where(tot > 0, tot, 1.0)[:, groups], 1.0 / size[groups])
+
+
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
             n_permutations: int = 16, nearest: int | None = None, dependence: str = "auto",
             random_state=0) -> Explanation:
@@ -377,13 +391,13 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     fX = fn(Xn)
     gaussian = Gaussian(Bn) if dependence == "gaussian" else None
     phi_g, se_g = _sampled(fn, Xn, Bn, groups, int(n_permutations) // 2, rng, fX, fB, base, choices, gaussian)
-    size = np.bincount(groups, minlength=G).astype(np.float64)
-    phi = phi_g[:, groups] / size[groups]
-    se = se_g[:, groups] / size[groups]
+    share = _pixel_shares(f, X, owner, groups, G) if G < len(groups) else 1.0
+    phi = phi_g[:, groups] * share
+    se = se_g[:, groups] * share
     # the sampler's own scores fX equal `scores` up to float32 rounding; that difference is spread evenly
     # over the contributions, so that they add up to the reported scores
     phi += ((scores - fX) / phi.shape[1])[:, None]
-    alg = "permutation sampling" + (f" ({p}x{p} patches)" if f.layout.image and p > 1 else "") + (
+    alg = "permutation sampling" + (f" ({p}x{p} patches, shared by pixel error)" if G < len(groups) else "") + (
         ", conditional (Gaussian)" if gaussian is not None else "")
     return Explanation(to_user(phi), scores, base, False, "shapley", alg, score, to_user(se), names, note,
                        f.layout.input_shape)
