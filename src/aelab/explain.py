@@ -296,7 +296,7 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
 
     ``method``: "error" (the exact decomposition of the score), "shapley" (Shapley values
     against ``background``) or "auto"; see :mod:`aelab.explain`. ``background``: training
-    rows for "shapley" (default: the up to 4,096 training rows a neighbour score keeps;
+    rows for "shapley" (default: the training rows a neighbour score keeps, up to 128 or 4,096 with novelty=True;
     models without them need it). ``score``: the score to explain (default: the model's).
     ``patch``: images, pixels per side of the square patches whose Shapley values are
     sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
