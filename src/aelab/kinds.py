@@ -43,6 +43,14 @@ class ModelKind:
         """The reconstruction term of the loss for a network whose output is ``output``."""
         return "mse"
 
+    def network_arch(self, cfg) -> str:
+        """The network's architecture as exports describe it ("dense" or "conv")."""
+        return cfg.arch
+
+    def describe(self, cfg) -> str:
+        """The model's name in an export's metadata, e.g. "autoencoder dense"."""
+        return f"{self.name} {self.network_arch(cfg)}"
+
     def sample_loss(self, out, xb, recon_kind: str, beta: float):
         """Per-sample loss of the network's output ``out`` for the batch ``xb`` (before the sparsity term)."""
         return losses.reconstruction(out.x_hat, xb, "mse")
@@ -122,6 +130,12 @@ class Principal(ModelKind):
 
     def affine(self, cfg) -> bool:
         return True
+
+    def network_arch(self, cfg) -> str:
+        return "dense"  # a linear map, whatever the input's shape
+
+    def describe(self, cfg) -> str:
+        return "pca"
 
     def latent_gaussian(self, model):
         def gaussian():

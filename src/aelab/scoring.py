@@ -112,7 +112,8 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
     if score not in allowed:
         extra = "" if variational or score not in HEADS else " (latent scores need a VAE)"
         shown = (("auto",) if allow_auto else ()) + allowed
-        raise ConfigError(f"score={score!r} is not available for {owner}{extra}; expected one of {shown}.")
+        what = "is not available for " + owner if score in HEADS else "is not known"
+        raise ConfigError(f"score={score!r} {what}{extra}; expected one of {shown}.")
 
 
 #: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..exceptions import ConfigError
-from ..heads import HEADS
+from ..kinds import kind_of
 
 __all__ = ["FirmwarePass", "head_scores", "check_scores"]
 
@@ -51,11 +50,8 @@ def check_scores(f, score) -> list[str]:
     before any firmware work for a score the model does not offer or lacks the statistics of)."""
     names = [score] if isinstance(score, str) or not isinstance(score, Sequence) else list(score)
     for name in names:
-        spec = HEADS.get(name)
-        if spec is not None and spec.variational and not f.model_cfg.variational:
-            raise ConfigError(f"score={name!r} is not available for this model (latent scores need a VAE); "
-                              f"expected one of {tuple(s for s in HEADS if not HEADS[s].variational)}.")
-        f.head(name)  # ConfigError for an unknown name or missing statistics
+        kind_of(f.model_cfg).check_score(name, "this model")  # ConfigError for a score the kind does not offer
+        f.head(name)  # ConfigError for missing statistics
     return names
 
 

@@ -49,7 +49,8 @@ from torch import nn
 
 from ..exceptions import ConfigError
 from ..fitted import Fitted
-from ..scoring import check_score, fitted_score, neighbour_score
+from ..kinds import kind_of
+from ..scoring import fitted_score, neighbour_score
 from ..preprocess import Preprocess
 from .int8 import CALIBRATION_ROWS, format_int8_cost, int8_cost, quantize_int8  # noqa: F401 (re-exported)
 from .runtime import (HEAD, INPUT_NAME, ORT_PURPOSE, _quiet_exporter, _save, check_onnx_path,  # noqa: F401
@@ -92,7 +93,7 @@ class ScoreGraph(nn.Module):
         f = fitted
         self.output, self.score = output, score or f.score
         if output in ("score", "attribution"):
-            check_score(self.score, bool(f.model_cfg.variational), "this model")
+            kind_of(f.model_cfg).check_score(self.score, "this model")
         self.layout, self.net_shape, self.recon_kind = f.layout, f.net_shape, f.recon_kind
         self.model = copy.deepcopy(f.model).cpu().eval()
         self.prep = Preprocess.of(f)  # the module Python's Fitted.to_net / from_net run
@@ -172,7 +173,7 @@ def metadata(fitted: Fitted, output: str = "score", score: str | None = None) ->
 
     f, score = fitted, score or fitted.score
     cfg = f.model_cfg
-    kind = "pca" if cfg.kind == "pca" else f"{'vae' if cfg.variational else 'autoencoder'} {cfg.arch}"
+    kind = kind_of(cfg).describe(cfg)
     meta = {"aelab_version": __version__, "model": kind, "output": output, "input_name": INPUT_NAME,
             "input_dtype": "float32", "input_shape": json.dumps(list(f.layout.input_shape)),
             "n_features": str(f.layout.n_features), "input_kind": f.layout.kind,
@@ -257,7 +258,7 @@ def pick_engine(engine: str, fitted, n_rows: int) -> str:
             require_onnx(module)
         return engine
     f = as_fitted(fitted)
-    arch = "dense" if f.model_cfg.kind == "pca" else f.model_cfg.arch
+    arch = kind_of(f.model_cfg).network_arch(f.model_cfg)
     if engine == "torch" or f.device.type != "cpu" or n_rows < AUTO_MIN_ROWS[arch]:
         return "torch"
     import importlib
