@@ -44,7 +44,7 @@ def test_python_and_the_onnx_graph_hold_the_same_module():
         np.testing.assert_allclose(f.from_net(direct), X, rtol=1e-5, atol=1e-5)
         g = ScoreGraph(f, output="reconstruction")
         assert isinstance(g.prep, Preprocess) and g.prep.steps == f.preprocess.steps
-        np.testing.assert_array_equal(g._to_net(torch.from_numpy(X)).numpy(), direct)
+        np.testing.assert_array_equal(g.prep(torch.from_numpy(X)).numpy(), direct)
         np.testing.assert_allclose(g(torch.from_numpy(X)).numpy(), est.reconstruct(X), rtol=1e-5, atol=1e-6)
 
 

@@ -77,3 +77,19 @@ def test_nproc_is_checked_before_any_rank_starts(cli, job):
     assert code == 2 and "does not exist" in err
     code, _, err = cli("score", d / "m", d / "x.npy", "--nproc", 0, "--out", d / "s.npy")
     assert code == 2 and "positive integer" in err
+
+
+def test_removing_the_parts_touches_only_what_the_ranks_wrote(tmp_path):
+    from aelab.cli.score import _parts, _remove_parts
+
+    folder = _parts(tmp_path / "s.npy", 12345)
+    folder.mkdir()
+    for name in ("rank-0.npy", "rank-1.npy", ".rank-1.npy.aelab-tmp-999-abc"):
+        (folder / name).write_bytes(b"x")
+    _remove_parts(folder)
+    assert not folder.exists()  # only parts were there: all gone, the folder too
+    folder.mkdir()
+    (folder / "rank-0.npy").write_bytes(b"x")
+    (folder / "notes.txt").write_text("not aelab's")
+    _remove_parts(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # a foreign file stays, and its folder

@@ -11,6 +11,7 @@ estimator class.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -61,8 +62,7 @@ class Fitted:
     fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
     feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
-    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head (and the
-    # preprocessing module), built once
+    _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -73,14 +73,12 @@ class Fitted:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ running the network
-    @property
+    @functools.cached_property
     def preprocess(self):
         """The :class:`~aelab.preprocess.Preprocess` module of this model (scaler and layout), built once."""
         from .preprocess import Preprocess
 
-        if "__preprocess__" not in self._heads:
-            self._heads["__preprocess__"] = Preprocess.of(self)
-        return self._heads["__preprocess__"]
+        return Preprocess.of(self)
 
     @torch.no_grad()
     def to_net(self, X: np.ndarray) -> np.ndarray:

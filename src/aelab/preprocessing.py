@@ -161,6 +161,7 @@ class Scaler:
         self.kind, self.per_feature, self.pre = kind, per_feature, pre
         self.offset: np.ndarray = np.zeros(1, np.float32)
         self.scale: np.ndarray = np.ones(1, np.float32)
+        self._module = None  # the Preprocess module of offset and scale, built on first use
 
     def fit(self, X: np.ndarray) -> "Scaler":
         return self.fit_stats(RunningStats.of(X))
@@ -194,7 +195,7 @@ class Scaler:
         """This scaler as a :class:`~aelab.preprocess.Preprocess` module (no layout), built once per fit."""
         from .preprocess import Preprocess
 
-        if getattr(self, "_module", None) is None:
+        if self._module is None:
             self._module = Preprocess(self)
         return self._module
 
@@ -244,7 +245,6 @@ class Scaler:
         sc = cls(config["kind"], config["per_feature"], config.get("pre", "none"))  # folders before 0.3: no "pre"
         sc.offset = np.asarray(state["offset"], np.float64)
         sc.scale = np.asarray(state["scale"], np.float64)
-        sc._module = None
         return sc
 
 

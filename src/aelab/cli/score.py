@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..comm import world_from_env
 from ..scoring import SCORES
 from . import conformal
@@ -109,6 +111,27 @@ def _parts(out, pid: int):
     return out.parent / f".{out.name}.aelab-tmp-{pid}-parts"
 
 
+_PART = re.compile(r"\.?rank-\d+\.npy(\.aelab-tmp-\d+-.*)?")  # a rank's part, or its temporary file
+
+
+def _remove_parts(folder) -> None:
+    """Remove the parts the ranks wrote (and their temporary files), then the folder if nothing else is in it:
+    a file aelab did not write there is left as it is."""
+    import contextlib
+    import os
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if _PART.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
 def row_ranges(n: int, world: int) -> list[int]:
     """Where each rank's rows start, and n: contiguous ranges of whole EVAL_ROWS blocks, so that every row meets
     the batch it meets in one process (float32 products are blocked by batch) and the scores agree bit for bit."""
@@ -121,7 +144,6 @@ def row_ranges(n: int, world: int) -> list[int]:
 def _launch(args) -> int:
     """--nproc N: every input is checked here, once, before the ranks start; then N ranks score."""
     import os
-    import shutil
 
     from ..distributed import default_threads, run_cli
     from ..exceptions import ConfigError
@@ -140,7 +162,7 @@ def _launch(args) -> int:
     try:
         run_cli(args.nproc, argv, threads)
     finally:  # the parts of ranks that failed (the ranks' parent is this process)
-        shutil.rmtree(_parts(args.out, os.getpid()), ignore_errors=True)
+        _remove_parts(_parts(args.out, os.getpid()))
     return 0
 
 
@@ -148,7 +170,6 @@ def _rank_scores(est, X, args):
     """This rank's scores written as a part; on rank 0, after every rank has written, all the scores in row
     order (else None). A rank that fails stops the job before rank 0 assembles anything."""
     import os
-    import shutil
 
     import numpy as np
 
@@ -179,7 +200,7 @@ def _rank_scores(est, X, args):
             return None, engine
         check_launcher(f"the scores {str(args.out)!r}")
         scores = np.concatenate([np.load(folder / f"rank-{r}.npy") for r in range(comm.world)])
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_parts(folder)
     return scores, f"{engine} in {comm.world} ranks"
 
 

@@ -129,12 +129,6 @@ class ScoreGraph(nn.Module):
     def _stats(self) -> dict:
         return {**self.floats, **{k: getattr(self, HEAD + k) for k in self.tensors}}
 
-    def _to_net(self, x: torch.Tensor) -> torch.Tensor:
-        return self.prep(x)
-
-    def _from_net(self, x: torch.Tensor) -> torch.Tensor:
-        return self.prep.inverse(x)
-
     def _neighbours(self, x: torch.Tensor):
         """(x - r for the k nearest reference rows r, d_k), ranked and measured as the score head does."""
         xc = x.reshape(x.shape[0], -1) - getattr(self, HEAD + "knn_centre")
@@ -156,14 +150,14 @@ class ScoreGraph(nn.Module):
         return a.reshape(-1, *self.layout.input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self._to_net(x)
+        xs = self.prep(x)
         if self.output == "latent":
             return self.model.encode(xs)[0]
         if self.output == "attribution":
             return self._attribution(xs)
         out = self.model(xs, sample=False)
         if self.output == "reconstruction":
-            return self._from_net(out.x_hat)
+            return self.prep.inverse(out.x_hat)
         return self.head_(xs, out)
 
 
