@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import aelab
+from aelab.explain import NEAREST_IMAGES
 
 HERE = Path(__file__).parent
 
@@ -61,13 +62,22 @@ def run_methods(est, Xa, planted, perms: int, background=None, patch="auto") -> 
     e = est.explain(Xa, method="error")
     out["error"] = (*hits(e.contributions, planted), time.perf_counter() - t, clock() - c)
     table = not est.fitted_.layout.image
-    for nearest, dependence in ((None, "auto"), (20, "auto")) + (((None, "independent"),) if table else ()):
+    # the defaults (nearest="auto": all background rows for tables, 20 nearest for images), the other
+    # background, interventional values for tables, and Shapley values of the mse score alone: the score
+    # that raw per-feature error decomposes, so the like-for-like comparison of the two methods
+    runs = [("auto", "auto", None), (20 if table else None, "auto", None)]
+    runs += [("auto", "independent", None)] if table else []
+    runs += [("auto", "auto", "mse")] if est.fitted_.score != "mse" else []
+    for nearest, dependence, score in runs:
         t, c = time.perf_counter(), clock()
         s = est.explain(Xa, method="shapley", background=background, n_permutations=perms, patch=patch,
-                        nearest=nearest, dependence=dependence)
+                        nearest=nearest, dependence=dependence, score=score)
         dt, dc = time.perf_counter() - t, clock() - c
         assert np.allclose(s.base_value + s.flat.sum(1), s.score, rtol=1e-6)  # efficiency, checked
-        name = f"shapley ({s.algorithm})" if nearest is None else f"shapley, {nearest} nearest ({s.algorithm})"
+        where = ("" if nearest == "auto" else ", all background rows" if nearest is None else f", {nearest} nearest")
+        if nearest == "auto" and not table:
+            where = f", {NEAREST_IMAGES} nearest (default)"
+        name = f"shapley{' of mse' if score else ''}{where} ({s.algorithm})"
         out[name] = (*hits(s.contributions, planted), dt, dc)
     return {k: {"precision_at_k": v[0], "top1": v[1], "seconds": v[2], "s_per_1000_rows": 1000 * v[2] / len(Xa),
                 "cpu_s_per_1000_rows": 1000 * v[3] / len(Xa)} for k, v in out.items()}

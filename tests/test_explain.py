@@ -162,6 +162,16 @@ def test_image_attributions_have_the_input_shape():
     np.testing.assert_allclose(block / block.sum(), e_block / e_block.sum(), rtol=1e-4, atol=1e-7)
     with pytest.raises(ConfigError, match="patch"):
         est.explain(test, method="shapley", background=imgs[:20], patch=0)
+    # with background images, "auto" samples Shapley values against each image's 20 nearest of them
+    bg = imgs[20:80]
+    a = est.explain(test, background=bg, patch=4, n_permutations=8)
+    assert a.method == "shapley" and "20 nearest" in a.note and np.shape(a.base_value) == (4,)
+    d = ((f.to_net(test)[:, None] - f.to_net(bg)[None]) ** 2).sum(-1)
+    bg_scores = est.decision_function(bg)
+    for i in range(4):
+        assert a.base_value[i] == pytest.approx(bg_scores[np.argsort(d[i])[:20]].mean(), rel=1e-5)
+    every = est.explain(test, background=bg, patch=4, n_permutations=8, nearest=None)
+    assert np.ndim(every.base_value) == 0 and every.base_value == pytest.approx(bg_scores.mean(), rel=1e-5)
 
 
 def test_collider_arrays_are_explained_per_object_and_feature():
@@ -245,6 +255,9 @@ def test_report_why_flagged_section(X):
     sec = {s.title: s for s in model_report(ie, imgs[:20])}["Why flagged"]
     fig = sec.figures["most anomalous inputs, reconstructions and contributions"]
     assert [a.get_title() for a in fig.axes] == ["input", "reconstruction", "contribution to the score"]
+    assert "error (decomposition, exact)" in sec.text  # under 20 unflagged images: no background to compare with
+    sec = {s.title: s for s in model_report(ie, imgs)}["Why flagged"]  # enough unflagged images to compare with
+    assert "shapley (permutation sampling" in sec.text and "sampled" in sec.text
 
 
 @pytest.mark.parametrize("make", [lambda X: aelab.Autoencoder(latent_dim=2, epochs=3, random_state=0).fit(X),
@@ -297,6 +310,7 @@ def test_nearest_background_is_shapley_against_each_rows_neighbours(X):
     s = ae.explain(X[:4], method="shapley", nearest=10, n_permutations=8)
     assert np.shape(s.base_value) == (4,)
     np.testing.assert_allclose(s.base_value + s.flat.sum(axis=1), s.score, rtol=1e-9)
+    assert np.ndim(ae.explain(X[:4], method="shapley", n_permutations=8).base_value) == 0  # tables: all rows
     with pytest.raises(ConfigError, match="nearest"):
         ae.explain(X[:2], nearest=0)
 

@@ -85,6 +85,7 @@ __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "
 METHODS = ("auto", "error", "shapley")
 DEPENDENCE = ("auto", "gaussian", "independent")
 MAX_SAMPLED_PLAYERS = 1024  # "auto" samples Shapley values of tables up to this many inputs
+NEAREST_IMAGES = 20  # nearest="auto" for images: each image against its 20 most similar background images
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def _pixel_shares(f, X, owner: str, groups: np.ndarray, G: int) -> np.ndarray:
 
 
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
-            n_permutations: int = 16, nearest: int | None = None, dependence: str = "auto",
+            n_permutations: int = 16, nearest: int | str | None = "auto", dependence: str = "auto",
             random_state=0) -> Explanation:
     """Contributions of every input value of every row of X to its anomaly score.
 
@@ -302,7 +303,8 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
     (in antithetic pairs). ``nearest``: Shapley values of each row against only its ``nearest``
     background rows (the most similar training rows; rows equal to it left out) instead of all, so
-    the base value is one per row. ``dependence``: how "shapley" fills the inputs outside a coalition:
+    the base value is one per row; "auto" (default): 20 for images (a digit is compared with the digits most
+    like it), all rows (None) for tables. ``dependence``: how "shapley" fills the inputs outside a coalition:
     "gaussian" (conditionally on those inside, features that move together move together; see
     :class:`aelab.shapley.Gaussian`), "independent" (from the background row as it is: interventional
     Shapley values, with the closed form for affine networks), or "auto" (gaussian for tables,
@@ -315,9 +317,12 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 4:
         raise ConfigError(f"n_permutations must be an integer >= 4 (antithetic pairs, at least two for a "
                           f"standard error), got {n_permutations!r}.")
-    if nearest is not None and (not isinstance(nearest, (int, np.integer)) or isinstance(nearest, bool)
-                                or nearest < 1):
-        raise ConfigError(f"nearest must be None or a positive integer (background rows per row), got {nearest!r}.")
+    if nearest == "auto":
+        nearest = NEAREST_IMAGES if f.layout.image else None
+    elif nearest is not None and (not isinstance(nearest, (int, np.integer)) or isinstance(nearest, bool)
+                                  or nearest < 1):
+        raise ConfigError(f"nearest must be 'auto', None (every background row) or a positive integer (background "
+                          f"rows per row), got {nearest!r}.")
     if dependence not in DEPENDENCE:
         raise ConfigError(f"dependence={dependence!r} is not known; expected one of {DEPENDENCE}.")
     if dependence == "gaussian" and f.layout.image:
@@ -343,13 +348,14 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     if method == "auto":
         if quad is not None and Bn is not None:
             chosen, note = "closed", "auto: closed-form Shapley values (affine network, quadratic score)"
-        elif Bn is not None and not f.layout.image and G <= MAX_SAMPLED_PLAYERS:
+        elif Bn is not None and G <= MAX_SAMPLED_PLAYERS:
             chosen, note = "sampled", ("auto: sampled Shapley values, features imputed conditionally (a table)"
                                        if dependence == "gaussian" else
+                                       f"auto: sampled Shapley values per {p}x{p} patch against each image's "
+                                       f"{nearest} nearest background images" if f.layout.image and nearest else
                                        "auto: sampled Shapley values (no closed form for this model and score)")
         else:
-            why = ("images of a non-linear model" if f.layout.image else
-                   "no background rows (pass background=...)" if Bn is None else f"{G} inputs")
+            why = ("no background rows (pass background=...)" if Bn is None else f"{G} inputs")
             chosen, note = "error", f"auto: the exact 'error' decomposition ({why})"
     elif method == "shapley":
         if Bn is None:

@@ -282,12 +282,18 @@ def why_flagged(estimator: Any, X: Any, scores: np.ndarray, n: int = 5, top: int
     Tables: each row's ``top`` features, their values and where they lie against the training
     data (in training standard deviations from the mean for standardised columns, else within
     the training range, 0 = minimum, 1 = maximum). Images: the image, its reconstruction and
-    the attribution map side by side.
+    the attribution map side by side; the map holds Shapley values against the 20 most similar
+    unflagged images of X (up to 200 of them) where X has at least 20, else the "error" decomposition.
     """
     from . import plots
 
     rows = np.argsort(-scores, kind="stable")[:n]
-    e = estimator.explain(X[rows], n_permutations=16)
+    background = None
+    if estimator.input_kind_ == "image":  # images: Shapley values against the unflagged images most like each
+        threshold = getattr(estimator, "threshold_", None)
+        calm = np.flatnonzero(scores < threshold)[:200] if threshold is not None else np.zeros(0, int)
+        background = X[calm] if len(calm) >= 20 else None
+    e = estimator.explain(X[rows], background=background, n_permutations=16)
     how = f"{e.method} ({e.algorithm}"
     how += ", exact)" if e.exact else ", sampled)"
     text = (f"The {len(rows)} most anomalous rows and the inputs behind their scores, by {how}: each row's "

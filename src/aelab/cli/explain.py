@@ -38,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--background", metavar="DATA",
                    help="training rows for 'shapley' (default: the rows the model keeps, if any)")
     p.add_argument("--nearest", type=positive_int, metavar="N",
-                   help="'shapley' against each row's N most similar background rows instead of all of them")
+                   help="'shapley' against each row's N most similar background rows instead of all of them "
+                        "(default: 20 for images, all for tables)")
     p.add_argument("--dependence", choices=("auto", "gaussian", "independent"), default="auto",
                    help="how 'shapley' fills the features outside a coalition: 'gaussian' (moved with the others "
                         "along the training rows' correlations; tables' default) or 'independent' (taken from a "
@@ -137,7 +138,7 @@ def explain(args) -> int:
             write_table(out, [])
         return 0
     e = est.explain(X[rows], method=args.method, background=background, n_permutations=args.permutations,
-                    nearest=args.nearest, dependence=args.dependence)
+                    nearest="auto" if args.nearest is None else args.nearest, dependence=args.dependence)
     if e.feature_names is None:
         names = column_names(args.data, int(np.prod(X.shape[1:])))
         if names is not None:
