@@ -117,7 +117,7 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
 
 
 #: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)
-DEFAULT_INTENSITY_SCORE = "mse+latent"
+DEFAULT_INTENSITY_SCORE = "emission"
 
 
 def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False,
