@@ -80,6 +80,8 @@ def models(epochs: int, conv_epochs: int, seed: int):
 
     out = {
         "aelab Autoencoder (dense)": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed)),
+        "aelab Autoencoder (dense), mse+latent": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed,
+                                                                               anomaly_score="mse+latent")),
         "aelab Autoencoder (conv)": est(lambda: aelab.Autoencoder(arch="conv", epochs=conv_epochs, random_state=seed)),
         "aelab VAE": est(lambda: aelab.VAE(epochs=epochs, random_state=seed)),
         "aelab PCA": est(lambda: aelab.PCA()),
@@ -122,8 +124,8 @@ REMEDY_SETTINGS = {"sum+sqrt, pixel (the default)": {"intensity": "sum+sqrt", "s
                    "sqrt, pixel": {"intensity": "sqrt", "scaler": "pixel"},
                    "none, minmax (images of pixels)": {"intensity": "none", "scaler": "minmax"},
                    "sqrt, minmax": {"intensity": "sqrt", "scaler": "minmax"}}
-REMEDY_SCORES = ["mse", "relative", "latent", "mse+latent", "relative+latent", "gmm4 on codes",
-                 "complexity-normalised mse"]
+REMEDY_SCORES = ["emission", "mse", "relative", "latent", "mse+latent", "relative+latent", "gmm4 on codes",
+                 "complexity-normalised mse", "emission + mse+latent (z)"]
 
 
 def remedies(X, seeds):
@@ -138,7 +140,12 @@ def remedies(X, seeds):
             lit_te = np.log(np.maximum((X_test > 0).reshape(len(X_test), -1).sum(1), 1))
             for name, kw in REMEDY_SETTINGS.items():
                 ae = aelab.Autoencoder(random_state=seed, **kw).fit(X_train)
-                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:5]}
+                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:6]}
+                z = {}
+                for k in ("emission", "mse+latent"):
+                    t = ae.decision_function(X_train, score=k)
+                    z[k] = (s[k] - t.mean()) / t.std()
+                s["emission + mse+latent (z)"] = z["emission"] + z["mse+latent"]
                 gmm = GaussianMixture(4, random_state=seed, reg_covar=1e-4).fit(ae.transform(X_train))
                 s["gmm4 on codes"] = -gmm.score_samples(ae.transform(X_test))
                 e_tr = np.log(ae.decision_function(X_train, score="mse"))
