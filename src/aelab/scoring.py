@@ -40,6 +40,14 @@ Scores that use state fitted on the training data (any estimator):
   ``benchmarks/tabular.py``: distances to the training data carry much of the signal on
   tables, reconstruction and the code's Mahalanobis distance add what they miss.
 
+A score of image models (the density of where the training images are lit, kept at fit):
+
+* ``emission``: ``sum_j q_j (-log p_j)``, ``q_j`` the share of the image's intensity in
+  pixel j and ``p_j`` the share of training images that light pixel j, smoothed
+  (``(count + 0.5) / (n + 1)``) and blurred by a Gaussian of 5% of the image side
+  (:class:`aelab.heads.Emission`). Brightness and the number of lit pixels are
+  normalised away: the score asks where the intensity lies, per unit of it.
+
 VAE-only scores:
 
 * ``mu_norm``: Euclidean norm |mu| of the posterior mean;
@@ -47,7 +55,7 @@ VAE-only scores:
 * ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
 
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
-``mse+latent`` for intensity images (non-negative images that are not pixels, such as
+``emission`` for intensity images (non-negative images that are not pixels, such as
 jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
 scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
 stated to be clean (``novelty=True``). The resolved name is the estimator's ``score_``.
