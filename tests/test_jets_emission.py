@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 import aelab
 from aelab.datasets import make_jet_images
-from aelab.exceptions import ConfigError
+from aelab.exceptions import ConfigError, NotFittedError
 from aelab.heads import EMISSION_BLUR, emission_log_density
 
 
@@ -110,3 +110,8 @@ def test_emission_needs_an_image_model():
     assert tab.fitted_.emission_log_density is None
     with pytest.raises(ConfigError, match="emission density of the training images.*fitted on a table"):
         tab.decision_function(rng.normal(size=(5, 6)), score="emission")
+    est = aelab.Autoencoder(anomaly_score="emission", epochs=1)
+    with pytest.raises(ConfigError, match="'emission' is the density of where images are lit, but X is read as a table"):
+        est.fit(rng.normal(size=(50, 6)))
+    with pytest.raises(NotFittedError):  # the failed fit changed nothing
+        est.fitted_

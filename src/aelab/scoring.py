@@ -137,6 +137,9 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     clean (``novelty=True``); anything else (images standardised on request) "mse+latent".
     """
     if score != "auto":
+        if table and score in HEADS and HEADS[score].emission:
+            raise ConfigError(f"anomaly_score={score!r} is the density of where images are lit, but X is read as a "
+                              "table. Pass images (n, height, width), or input_kind='image', or another score.")
         return score
     if intensity_images and not table:
         return DEFAULT_INTENSITY_SCORE
