@@ -115,3 +115,18 @@ def test_emission_needs_an_image_model():
         est.fit(rng.normal(size=(50, 6)))
     with pytest.raises(NotFittedError):  # the failed fit changed nothing
         est.fitted_
+
+
+@pytest.mark.slow
+def test_two_ranks_add_their_counts_of_lit_pixels():
+    """Data-parallel (real torchrun ranks over gloo): each rank counts its shard; the density is the one of all rows."""
+    import aelab.distributed as D
+
+    X = make_jet_images(240, "top", size=12, random_state=6)
+    T = make_jet_images(40, "qcd", size=12, random_state=7)
+    one = aelab.PCA(n_components=2).fit(X)
+    two = D.fit(aelab.PCA(n_components=2), X, nproc=2, threads=1)
+    assert two.score_ == one.score_ == "emission"
+    np.testing.assert_allclose(two.fitted_.emission_log_density, one.fitted_.emission_log_density, rtol=1e-12)
+    np.testing.assert_allclose(two.decision_function(T), one.decision_function(T), rtol=1e-9)
+    np.testing.assert_allclose(two.decision_scores_, one.decision_scores_, rtol=1e-9)
