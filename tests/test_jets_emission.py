@@ -130,3 +130,23 @@ def test_two_ranks_add_their_counts_of_lit_pixels():
     np.testing.assert_allclose(two.fitted_.emission_log_density, one.fitted_.emission_log_density, rtol=1e-12)
     np.testing.assert_allclose(two.decision_function(T), one.decision_function(T), rtol=1e-9)
     np.testing.assert_allclose(two.decision_scores_, one.decision_scores_, rtol=1e-9)
+
+
+def test_emission_is_explained_pixel_by_pixel_in_python_and_in_the_onnx_graph(tmp_path):
+    """The "error" explanation of "emission" is each pixel's own term w_j (-log p_j): it sums to the score, is zero
+    on unlit pixels, and the exported attribution graph gives the same values."""
+    pytest.importorskip("onnxruntime")
+    from aelab.export.onnx import onnx_session, run_session
+
+    X = make_jet_images(200, "qcd", size=12, random_state=8)
+    T = make_jet_images(6, "top", size=12, random_state=9)
+    est = aelab.Autoencoder(latent_dim=3, hidden=(16,), epochs=2, random_state=0).fit(X)
+    e = est.explain(T)
+    assert e.method == "error" and e.contributions.shape == T.shape
+    np.testing.assert_allclose(e.contributions.reshape(6, -1).sum(1), est.decision_function(T), rtol=1e-9)
+    assert np.all(e.contributions[T == 0] == 0)
+    q = T / T.sum((1, 2), keepdims=True)
+    L = est.fitted_.emission_log_density.reshape(12, 12)
+    np.testing.assert_allclose(e.contributions, q * L, rtol=1e-6, atol=1e-12)
+    got = run_session(onnx_session(est.export_onnx(tmp_path / "a.onnx", output="attribution", dynamo=False)), T)
+    np.testing.assert_allclose(got, e.contributions, rtol=1e-4, atol=1e-9)

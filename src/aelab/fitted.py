@@ -156,10 +156,17 @@ class Fitted:
             stats["knn_k"] = int(self.knn_k)
             stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
+        if self.emission_log_density is not None:
+            stats["emission_log_density"] = torch.as_tensor(self.emission_log_density, dtype=torch.float64).to(self.device)
+            from .preprocess import Preprocess
+
+            stats["preprocess"] = Preprocess.of(self).to(self.device)  # its own copy: a head may move it
         return stats
 
     def head_stats(self) -> dict:
         """The fitted statistics the score heads are built from (:func:`aelab.heads.build_head`)."""
+        from .preprocess import Preprocess
+
         if self.recon_means is None:
             raise ConfigError("this model has no recon_means_ (saved by an older aelab); the scores "
                               f"{FITTED_SCORES} are not available for it. Refit it, or pass score='mse'.")
@@ -167,7 +174,7 @@ class Fitted:
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
                 "knn_mean_sq": self.knn_mean_sq, "emission_log_density": self.emission_log_density,
-                "preprocess": self.preprocess}
+                "preprocess": Preprocess.of(self)}  # its own copy: a head may move it
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""

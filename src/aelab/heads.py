@@ -13,7 +13,6 @@ The formulas, their constants and why they are what they are: :mod:`aelab.scorin
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -249,6 +248,13 @@ class Emission(Head):
         """Network input -> intensities per pixel, flattened in the user's layout (float64)."""
         return self.prep.inverse(x).reshape(x.shape[0], -1).to(torch.float64)
 
+    def contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """``w_j (-log p_j)`` per network input (m, D) float64, in the network's layout: they sum to the score."""
+        c = emission_weights(self.intensities(x))[0] * self.log_density
+        if self.prep.channels_last:  # the user's (h, w, c) order -> the network's (c, h, w)
+            c = c.reshape(-1, *self.prep.image_shape).permute(0, 3, 1, 2)
+        return c.reshape(x.shape[0], -1)
+
     def forward(self, x, out, exclude=None):
         w, _ = emission_weights(self.intensities(x))
         return (w * self.log_density).sum(dim=1)
@@ -359,8 +365,7 @@ register("mse+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), (_knn(s), 2, s["knn_mean_sq"], KNN_WEIGHT)]))
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
-register("emission", emission=True)(
-    lambda s: Emission(s["emission_log_density"], copy.deepcopy(s["preprocess"]).cpu()))
+register("emission", emission=True)(lambda s: Emission(s["emission_log_density"], s["preprocess"]))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
