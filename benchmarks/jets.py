@@ -258,9 +258,10 @@ def main():
         out = densities(X, args.seeds)
         names = list(dict.fromkeys(k for k, _ in out))
         (OUT / "jets_densities.json").write_text(json.dumps(
-            {"seeds": args.seeds, "auroc": [{"variant": a, "direction": b, "per_seed": v} for (a, b), v in out.items()]},
-            indent=1))
-        lines = ["| density (no network) | QCD-trained AUROC | top-trained AUROC | worse direction |", "|---|---|---|---|"]
+            {"seeds": args.seeds,
+             "auroc": [{"variant": a, "direction": b, "per_seed": v} for (a, b), v in out.items()]}, indent=1))
+        lines = ["| density (no network) | QCD-trained AUROC | top-trained AUROC | worse direction |",
+                 "|---|---|---|---|"]
         for k in names:
             if k == "emission":
                 continue

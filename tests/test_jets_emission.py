@@ -111,7 +111,7 @@ def test_emission_needs_an_image_model():
     with pytest.raises(ConfigError, match="emission density of the training images.*fitted on a table"):
         tab.decision_function(rng.normal(size=(5, 6)), score="emission")
     est = aelab.Autoencoder(anomaly_score="emission", epochs=1)
-    with pytest.raises(ConfigError, match="'emission' is the density of where images are lit, but X is read as a table"):
+    with pytest.raises(ConfigError, match="'emission' is the density of where images are lit, but X is read as a"):
         est.fit(rng.normal(size=(50, 6)))
     with pytest.raises(NotFittedError):  # the failed fit changed nothing
         est.fitted_

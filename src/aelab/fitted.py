@@ -157,9 +157,10 @@ class Fitted:
             stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
         if self.emission_log_density is not None:
-            stats["emission_log_density"] = torch.as_tensor(self.emission_log_density, dtype=torch.float64).to(self.device)
             from .preprocess import Preprocess
 
+            stats["emission_log_density"] = torch.as_tensor(self.emission_log_density,
+                                                            dtype=torch.float64).to(self.device)
             stats["preprocess"] = Preprocess.of(self).to(self.device)  # its own copy: a head may move it
         return stats
 
