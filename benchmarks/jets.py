@@ -13,6 +13,7 @@ Mean ROC AUC and TPR at FPR 1e-3 over the seeds.
 
     python benchmarks/jets.py --data ../shared/data/toptag_lund/lund_plane0_qcd_top.npz
     python benchmarks/jets.py --part remedies --data ...
+    python benchmarks/jets.py --part densities --data ...
 
 Writes benchmarks/results/jets.json and jets.md (after every run, so that a partial run
 leaves its numbers). ``--part remedies`` measures, with the dense Autoencoder and the same
@@ -20,8 +21,13 @@ splits, the preprocessing choices (intensity= and scaler=) against every score, 
 scores computed here from the fitted model rather than offered by aelab: a Gaussian
 mixture (4 components) on the training codes, and the complexity-normalised
 reconstruction error (Serra et al., ICLR 2020, adapted: log mse minus its least-squares
-prediction from the log number of lit pixels, fitted on the training rows); writes
-jets_remedies.json and .md.
+prediction from the log number of lit pixels, fitted on the training rows), the sum of
+the z-scored "emission" and "mse+latent" scores, and an AE-conditional emission density
+(the image's intensity shares scored under 0.9 x the training density of lit pixels plus
+0.1 x its own blurred reconstruction); writes jets_remedies.json and .md.
+``--part densities`` measures, without a network, variants of the "emission" score (the
+blur, the weights, the density it is scored under) and the other densities tried before
+it was chosen; writes jets_densities.json and .md.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ def models(epochs: int, conv_epochs: int, seed: int):
 
     out = {
         "aelab Autoencoder (dense)": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed)),
+        "aelab Autoencoder (dense), mse+latent": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed,
+                                                                               anomaly_score="mse+latent")),
         "aelab Autoencoder (conv)": est(lambda: aelab.Autoencoder(arch="conv", epochs=conv_epochs, random_state=seed)),
         "aelab VAE": est(lambda: aelab.VAE(epochs=epochs, random_state=seed)),
         "aelab PCA": est(lambda: aelab.PCA()),
@@ -122,8 +130,73 @@ REMEDY_SETTINGS = {"sum+sqrt, pixel (the default)": {"intensity": "sum+sqrt", "s
                    "sqrt, pixel": {"intensity": "sqrt", "scaler": "pixel"},
                    "none, minmax (images of pixels)": {"intensity": "none", "scaler": "minmax"},
                    "sqrt, minmax": {"intensity": "sqrt", "scaler": "minmax"}}
-REMEDY_SCORES = ["mse", "relative", "latent", "mse+latent", "relative+latent", "gmm4 on codes",
-                 "complexity-normalised mse"]
+REMEDY_SCORES = ["emission", "mse", "relative", "latent", "mse+latent", "relative+latent", "gmm4 on codes",
+                 "complexity-normalised mse", "emission + mse+latent (z)", "AE-conditional emission density"]
+
+
+def _blur(a, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(a, (0,) * (a.ndim - 2) + (sigma, sigma))
+
+
+def _shares(A):
+    A = A.reshape(len(A), -1).astype(np.float64)
+    return A / np.maximum(A.sum(1, keepdims=True), 1e-300)
+
+
+def _lit_surprise(train, sigma):
+    """-log of the blurred share of training images lighting each pixel (the "emission" score's density)."""
+    n = len(train)
+    return -np.log(_blur((((train > 0).sum(0) + 0.5) / (n + 1)), sigma).ravel())
+
+
+def conditional_density(ae, X_train, X_test, mix=0.1, sigma=2.0):
+    """The image's shares scored under (1 - mix) x the training lit-pixel density + mix x its own blurred
+    reconstruction (in shares): the network's say on where this image's emissions should be."""
+    m = np.exp(-_lit_surprise(X_train, sigma))
+    m /= m.sum()
+    rec = np.clip(ae.reconstruct(X_test), 0, None)
+    rec = _blur(rec.reshape(len(rec), *X_test.shape[1:]).astype(np.float64), sigma)
+    p = (1 - mix) * m + mix * _shares(rec)
+    return (_shares(X_test) * -np.log(p)).sum(1)
+
+
+def densities(X, seeds):
+    """{(variant, direction): [AUROC per seed]} of network-free densities of where the images are lit."""
+    from sklearn.neighbors import NearestNeighbors
+
+    out = {}
+    for seed in range(seeds):
+        for direction, other in (("qcd", "top"), ("top", "qcd")):
+            tr, te, y = split(X[direction], X[other], seed)
+            q, q_tr = _shares(te), _shares(tr)
+            lit_te, lit_tr = te.reshape(len(te), -1) > 0, tr.reshape(len(tr), -1) > 0
+            s, t = {}, {}
+            for sigma in (1, 2, 3):
+                L = _lit_surprise(tr, sigma)
+                s[f"emission, blur {sigma} px{' (the default)' if sigma == 2 else ''}"] = q @ L
+            L = _lit_surprise(tr, 2)
+            t["emission"], s["emission"] = q_tr @ L, q @ L
+            s["lit density, each lit pixel alike (mean surprise per emission)"] = \
+                (lit_te @ L) / np.maximum(lit_te.sum(1), 1)
+            for g in (2, 4):
+                w = te.reshape(len(te), -1).astype(np.float64) ** g
+                s[f"lit density, weights share^{g}"] = (w / np.maximum(w.sum(1, keepdims=True), 1e-300)) @ L
+            p = ((lit_tr.sum(0) + 0.5) / (len(tr) + 1))
+            s["Bernoulli likelihood of the lit pixels (no blur)"] = -(lit_te @ np.log(p) + (~lit_te) @ np.log(1 - p))
+            m = _blur(q_tr.mean(0).reshape(tr.shape[1:]), 2).ravel() + 1e-9
+            s["intensity density (cross-entropy of the shares under the mean share)"] = q @ -np.log(m / m.sum())
+            F, Ft = np.sqrt(q_tr), np.sqrt(q)
+            nn = NearestNeighbors(n_neighbors=51).fit(F)
+            t["knn"] = nn.kneighbors(F)[0][:, 1:].mean(1)
+            s["kNN (k=50) on sqrt(shares)"] = t_knn = nn.kneighbors(Ft, n_neighbors=50)[0].mean(1)
+            z = {k: (v - t[k].mean()) / t[k].std() for k, v in (("emission", s["emission"]), ("knn", t_knn))}
+            s["emission + kNN (z)"] = z["emission"] + z["knn"]
+            for k, v in s.items():
+                out.setdefault((k, direction), []).append(roc_auc(y, v))
+            print(f"densities: seed {seed} {direction}-trained done", flush=True)
+    return out
 
 
 def remedies(X, seeds):
@@ -138,7 +211,13 @@ def remedies(X, seeds):
             lit_te = np.log(np.maximum((X_test > 0).reshape(len(X_test), -1).sum(1), 1))
             for name, kw in REMEDY_SETTINGS.items():
                 ae = aelab.Autoencoder(random_state=seed, **kw).fit(X_train)
-                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:5]}
+                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:6]}
+                z = {}
+                for k in ("emission", "mse+latent"):
+                    t = ae.decision_function(X_train, score=k)
+                    z[k] = (s[k] - t.mean()) / t.std()
+                s["emission + mse+latent (z)"] = z["emission"] + z["mse+latent"]
+                s["AE-conditional emission density"] = conditional_density(ae, X_train, X_test)
                 gmm = GaussianMixture(4, random_state=seed, reg_covar=1e-4).fit(ae.transform(X_train))
                 s["gmm4 on codes"] = -gmm.score_samples(ae.transform(X_test))
                 e_tr = np.log(ae.decision_function(X_train, score="mse"))
@@ -168,13 +247,32 @@ def main():
     ap.add_argument("--conv-epochs", type=int, default=4, help="epoch cap of the conv AE (slow on a CPU)")
     ap.add_argument("--only", nargs="*", help="run only these models")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--part", choices=("models", "remedies"), default="models")
+    ap.add_argument("--part", choices=("models", "remedies", "densities"), default="models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     d = np.load(args.data)
     X = {"qcd": d["X_qcd"], "top": d["X_top"]}
     OUT.mkdir(exist_ok=True)
+    if args.part == "densities":
+        out = densities(X, args.seeds)
+        names = list(dict.fromkeys(k for k, _ in out))
+        (OUT / "jets_densities.json").write_text(json.dumps(
+            {"seeds": args.seeds,
+             "auroc": [{"variant": a, "direction": b, "per_seed": v} for (a, b), v in out.items()]}, indent=1))
+        lines = ["| density (no network) | QCD-trained AUROC | top-trained AUROC | worse direction |",
+                 "|---|---|---|---|"]
+        for k in names:
+            if k == "emission":
+                continue
+            a, b = np.mean(out[(k, "qcd")]), np.mean(out[(k, "top")])
+            lines.append(f"| {k} | {a:.3f} | {b:.3f} | {min(a, b):.3f} |")
+        text = "\n".join(lines)
+        (OUT / "jets_densities.md").write_text("# Jets both ways: densities of where the images are lit "
+                                               f"(benchmarks/jets.py --part densities, mean of {args.seeds} seeds)\n\n"
+                                               f"{text}\n")
+        print(text)
+        return
     if args.part == "remedies":
         out = remedies(X, args.seeds)
         (OUT / "jets_remedies.json").write_text(json.dumps(

@@ -32,7 +32,7 @@ def table(seed: int):
 
 
 # ---------------------------------------------------------------------- the measured case of issue 26
-@pytest.mark.parametrize("score", RECONSTRUCTION_SCORES + FITTED_SCORES)
+@pytest.mark.parametrize("score", RECONSTRUCTION_SCORES + tuple(s for s in FITTED_SCORES if s != "emission"))  # tables
 def test_set_threshold_on_the_training_rows_holds_the_target_on_fresh_rows(score):
     """AE, novelty=True, 300 clean rows, set_threshold on those same rows (the README's call).
 

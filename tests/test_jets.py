@@ -38,7 +38,7 @@ def test_jet_images_are_images_and_collider_objects_stay_tables(caplog):
         est = aelab.PCA(n_components=2).fit(jets)
     assert est.input_kind_ == "image" and "intensity images" in caplog.text and "(60, 40, 40)" in caplog.text
     assert est.scaler_.config() == {"kind": "pixel", "per_feature": True, "pre": "sum+sqrt"}
-    assert est.score_ == "mse+latent"
+    assert est.score_ == "emission"
     for features in (3, 4):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="aelab"):

@@ -75,6 +75,7 @@ import torch
 
 from . import losses
 from .exceptions import ConfigError, DataError
+from .heads import HEADS, build_head
 from .kinds import kind_of
 from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
 from .shapley import (AUTO_PLAYERS, Gaussian, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
@@ -221,6 +222,8 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
 
     if score in ("mse", "mae", "relative"):
         return rec(score)
+    if score in HEADS and HEADS[score].emission:  # w_j (-log p_j): the pixel's own term, no network
+        return build_head(score, stats).to(x.device).contributions(x)
     if score == "latent":
         return latent()
     if score in ("mse+latent", "relative+latent"):

@@ -62,6 +62,7 @@ class Fitted:
     fit_hash_stride: int = 1               # > 1: only hashes that are multiples of it are kept
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
     feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
+    emission_log_density: np.ndarray | None = None  # images: -log blurred share of training images lighting each pixel
     _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
 
     # ------------------------------------------------------------------ derived values
@@ -155,17 +156,26 @@ class Fitted:
             stats["knn_k"] = int(self.knn_k)
             stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
+        if self.emission_log_density is not None:
+            from .preprocess import Preprocess
+
+            stats["emission_log_density"] = torch.as_tensor(self.emission_log_density,
+                                                            dtype=torch.float64).to(self.device)
+            stats["preprocess"] = Preprocess.of(self).to(self.device)  # its own copy: a head may move it
         return stats
 
     def head_stats(self) -> dict:
         """The fitted statistics the score heads are built from (:func:`aelab.heads.build_head`)."""
+        from .preprocess import Preprocess
+
         if self.recon_means is None:
             raise ConfigError("this model has no recon_means_ (saved by an older aelab); the scores "
                               f"{FITTED_SCORES} are not available for it. Refit it, or pass score='mse'.")
         return {"latent_mean": self.latent_mean, "latent_cov": self.latent_cov, "recon_kind": self.recon_kind,
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
-                "knn_mean_sq": self.knn_mean_sq}
+                "knn_mean_sq": self.knn_mean_sq, "emission_log_density": self.emission_log_density,
+                "preprocess": Preprocess.of(self)}  # its own copy: a head may move it
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
@@ -197,7 +207,8 @@ class Fitted:
         arrays = {"scaler.offset": self.scaler.offset, "scaler.scale": self.scaler.scale,
                   "decision_scores": self.decision_scores, "latent_mean": self.latent_mean,
                   "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref,
-                  "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes}
+                  "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes,
+                  "emission_log_density": self.emission_log_density}
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -250,6 +261,8 @@ class Fitted:
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
+                   emission_log_density=(tensors["emission_log_density"].numpy()
+                                         if "emission_log_density" in tensors else None),
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
                    contamination_estimate=fitted.get("contamination_estimate"),
                    feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
@@ -272,7 +285,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     from .comm import Comm
 
     comm = comm or Comm()
-    keep = not is_source(X) and not neighbour_score(score)
+    keep = not is_source(X) and not neighbour_score(score) and not (score in HEADS and HEADS[score].emission)
     direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}

@@ -16,18 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Sum", "HeadSpec", "HEADS", "register", "build_head",
-           "knn_distance", "mahalanobis", "latent_precision", "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT"]
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Sum", "HeadSpec", "HEADS", "register", "build_head",
+           "knn_distance", "mahalanobis", "latent_precision", "emission_weights", "emission_log_density",
+           "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
 LATENT_RIDGE = 1e-6  # times trace(C) / k, added to the diagonal of the code covariance
 KNN_WEIGHT = 4.0     # weight of the squared distance in "mse+knn" (tuning half of benchmarks/tabular.py)
+EMISSION_BLUR = 0.05  # "emission": Gaussian blur of the occupancy map, sigma in units of the image side (2 px of 40)
+EMISSION_LIT = 1e-5   # "emission": a pixel is lit when its intensity exceeds this share of the image's brightest
 
 
 # ------------------------------------------------------------------ the arithmetic, once
@@ -180,6 +184,82 @@ class Knn(Head):
         return _knn_mean(x, self.centre, self.ref, self.ref_t, self.ref_sq, self.k, exclude)
 
 
+def emission_weights(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, lit) of flattened intensities ``v`` (n, d), float64: each image's lit pixels (above
+    :data:`EMISSION_LIT` of its brightest; what is below is float rounding of an empty pixel) weighted
+    by their share of its total intensity; an image with nothing lit weighs every pixel alike."""
+    v = v.to(torch.float64)
+    top = v.amax(dim=1, keepdim=True)
+    lit = (v > EMISSION_LIT * top) & (v > 0)
+    w = torch.where(lit, v, torch.zeros_like(v))
+    total = w.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(w, 1.0 / max(1, w.shape[1]))
+    return torch.where(total > 0, w / torch.where(total > 0, total, torch.ones_like(total)), uniform), lit
+
+
+def _blur_axis(a, axis: int, sigma: float):
+    """Gaussian blur of numpy array ``a`` along ``axis`` (mirror edges, truncated at 4 sigma, as scipy.ndimage)."""
+    r = int(4.0 * sigma + 0.5)
+    if sigma <= 0 or r == 0:
+        return a
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    ap = np.pad(a, pad, mode="symmetric")
+    out = np.zeros_like(a, dtype=np.float64)
+    for i, kv in enumerate(k):
+        out += kv * np.take(ap, np.arange(i, i + a.shape[axis]), axis=axis)
+    return out
+
+
+def emission_log_density(lit_counts, n: int, grid_axes: tuple[int, int], shape: tuple) -> np.ndarray:
+    """``-log p_j`` per pixel (flattened, float64) from the number of training images that light pixel j
+    (``lit_counts``, flattened ``shape``) out of ``n``: ``p_j = (count_j + 0.5) / (n + 1)``, blurred by a
+    Gaussian of :data:`EMISSION_BLUR` times the mean side of the grid (``grid_axes`` of ``shape``)."""
+    p = ((np.asarray(lit_counts, np.float64) + 0.5) / (n + 1)).reshape(shape)
+    sigma = EMISSION_BLUR * float(np.mean([shape[a] for a in grid_axes]))
+    for a in grid_axes:
+        p = _blur_axis(p, a, sigma)
+    return -np.log(p.reshape(-1))
+
+
+class Emission(Head):
+    """Where an image's intensity lies, against where the training images light pixels.
+
+    ``sum_j w_j (-log p_j)``: ``w_j`` the share of the image's intensity in pixel j (its lit
+    pixels, :func:`emission_weights`), ``p_j`` the blurred share of training images that light
+    pixel j (:func:`emission_log_density`). The mean surprise per unit of intensity: it asks
+    where the emissions of a jet image are, not how many or how bright (both are normalised
+    away), which is what lets it flag simpler *and* busier images (docs/physics.md). The
+    network input is mapped back to intensities by the model's own preprocessing module
+    (``prep.inverse``: the scaler and the range compression undone), so the head runs in the
+    exported graph like any other.
+    """
+
+    term = "emission"
+
+    def __init__(self, log_density, prep: nn.Module):
+        super().__init__()
+        self.register_buffer("log_density", torch.as_tensor(log_density, dtype=torch.float64).reshape(-1))
+        self.prep = prep
+
+    def intensities(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input -> intensities per pixel, flattened in the user's layout (float64)."""
+        return self.prep.inverse(x).reshape(x.shape[0], -1).to(torch.float64)
+
+    def contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """``w_j (-log p_j)`` per network input (m, D) float64, in the network's layout: they sum to the score."""
+        c = emission_weights(self.intensities(x))[0] * self.log_density
+        if self.prep.channels_last:  # the user's (h, w, c) order -> the network's (c, h, w)
+            c = c.reshape(-1, *self.prep.image_shape).permute(0, 3, 1, 2)
+        return c.reshape(x.shape[0], -1)
+
+    def forward(self, x, out, exclude=None):
+        w, _ = emission_weights(self.intensities(x))
+        return (w * self.log_density).sum(dim=1)
+
+
 class Variational(Head):
     """VAE scores: ``mu_norm`` (|mu|), ``kl`` (KL(q(z|x) || N(0, I))), ``elbo`` (negative ELBO, beta 1)."""
 
@@ -237,15 +317,17 @@ class HeadSpec:
     fitted: bool = False       # needs statistics of the training data
     neighbours: bool = False   # needs reference rows kept at fit
     variational: bool = False  # needs a VAE
+    emission: bool = False     # needs the emission density of the training images (image models keep one)
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
-def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False):
+def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False,
+             emission: bool = False):
     """Register ``build(stats) -> Head`` as the score ``name``."""
     def deco(build):
-        HEADS[name] = HeadSpec(build, fitted or neighbours, neighbours, variational)
+        HEADS[name] = HeadSpec(build, fitted or neighbours or emission, neighbours, variational, emission)
         return build
     return deco
 
@@ -283,6 +365,7 @@ register("mse+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), (_knn(s), 2, s["knn_mean_sq"], KNN_WEIGHT)]))
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
+register("emission", emission=True)(lambda s: Emission(s["emission_log_density"], s["preprocess"]))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
@@ -299,6 +382,10 @@ def build_head(score: str, stats: dict | None = None) -> Head:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its default "
                           "score uses neighbours (tables get one by default). Fit with "
                           f"anomaly_score={score!r}, or pass another score.")
-    if spec.fitted and stats.get("latent_mean") is None:
+    if spec.emission and stats.get("emission_log_density") is None:
+        raise ConfigError(f"score={score!r} needs the emission density of the training images, which a model "
+                          "keeps when it is fitted on images; this one was fitted on a table (or saved by an "
+                          "older aelab). Refit it on images, or pass another score.")
+    if spec.fitted and not spec.emission and stats.get("latent_mean") is None:
         raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
     return spec.build(stats)

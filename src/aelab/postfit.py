@@ -14,11 +14,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import torch
+
 from .conformal import fit_state
 from .fitted import Fitted, knn_reference, post_fit_statistics
 from .scoring import knn_plan, neighbour_score
 
-__all__ = ["finish"]
+__all__ = ["finish", "emission_density"]
+
+
+def emission_density(draft: Fitted, local, owner: str, comm) -> np.ndarray:
+    """The "emission" score's ``-log p_j`` (:func:`aelab.heads.emission_log_density`) of an image model: one
+    pass over this rank's training rows, each mapped back to intensities as the head maps it, the counts
+    of lit pixels added over ranks."""
+    from .heads import emission_log_density, emission_weights
+
+    prep = draft.preprocess
+    shape = tuple(draft.layout.input_shape)
+    acc = {"lit": np.zeros(int(np.prod(shape))), "n": 0}
+
+    def count(x):
+        _, lit = emission_weights(prep.inverse(x.cpu()).reshape(x.shape[0], -1))
+        acc["lit"] = acc["lit"] + lit.sum(dim=0, dtype=torch.float64).numpy()
+        acc["n"] += x.shape[0]
+
+    draft.map(local, count, owner)
+    lit, n = comm.sum(acc["lit"]), int(comm.sum(np.asarray([acc["n"]], np.float64))[0])
+    grid = (0, 1) if len(shape) == 2 or draft.layout.channels_last else (len(shape) - 2, len(shape) - 1)
+    return emission_log_density(lit, n, grid, shape)
 
 
 def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes: list, contamination,
@@ -37,6 +61,8 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
     held-out rows that may not calibrate (see :func:`aelab.conformal.fit_state`).
     """
     in_reference = None
+    if draft.layout.kind == "image":  # the "emission" score's density (the default score of intensity images)
+        draft = draft.replace(emission_log_density=emission_density(draft, local, owner, comm))
     if neighbour_score(draft.score):
         rows, k = knn_plan(n, novelty)
         knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm)

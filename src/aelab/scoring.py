@@ -40,6 +40,14 @@ Scores that use state fitted on the training data (any estimator):
   ``benchmarks/tabular.py``: distances to the training data carry much of the signal on
   tables, reconstruction and the code's Mahalanobis distance add what they miss.
 
+A score of image models (the density of where the training images are lit, kept at fit):
+
+* ``emission``: ``sum_j q_j (-log p_j)``, ``q_j`` the share of the image's intensity in
+  pixel j and ``p_j`` the share of training images that light pixel j, smoothed
+  (``(count + 0.5) / (n + 1)``) and blurred by a Gaussian of 5% of the image side
+  (:class:`aelab.heads.Emission`). Brightness and the number of lit pixels are
+  normalised away: the score asks where the intensity lies, per unit of it.
+
 VAE-only scores:
 
 * ``mu_norm``: Euclidean norm |mu| of the posterior mean;
@@ -47,7 +55,7 @@ VAE-only scores:
 * ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
 
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
-``mse+latent`` for intensity images (non-negative images that are not pixels, such as
+``emission`` for intensity images (non-negative images that are not pixels, such as
 jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
 scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or ``mse+knn`` when the training data are
 stated to be clean (``novelty=True``). The resolved name is the estimator's ``score_``.
@@ -117,7 +125,7 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
 
 
 #: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)
-DEFAULT_INTENSITY_SCORE = "mse+latent"
+DEFAULT_INTENSITY_SCORE = "emission"
 
 
 def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: bool = False,
@@ -129,6 +137,9 @@ def resolve_score(score: str, scaler_kind: str, table: bool = True, novelty: boo
     clean (``novelty=True``); anything else (images standardised on request) "mse+latent".
     """
     if score != "auto":
+        if table and score in HEADS and HEADS[score].emission:
+            raise ConfigError(f"anomaly_score={score!r} is the density of where images are lit, but X is read as a "
+                              "table. Pass images (n, height, width), or input_kind='image', or another score.")
         return score
     if intensity_images and not table:
         return DEFAULT_INTENSITY_SCORE
