@@ -165,6 +165,76 @@ def fit_score(name: str, params: dict, seed: int, Xa, Xb, protocol: str) -> tupl
     return np.asarray(s, np.float64), time.perf_counter() - t
 
 
+# ---------------------------------------------------------------------- score terms of one fit, fused
+TERMS = ("mse", "latent", "knn", "iforest", "knnz")
+
+
+def term_scores(model, Xa, Xb, seed: int, novelty: bool) -> tuple[dict, dict, dict]:
+    """{term: (train values, test values)}, {term: seconds}, from one fitted aelab model.
+
+    mse / latent / knn: the registered heads (knn on the scaled inputs, with its reference rows and k);
+    iforest: an isolation forest (100 trees of 256 rows, seeded) on the training codes; knnz: the
+    mean distance to the nearest codes of the same reference rows. A reference row's own distance
+    is left out of the training values."""
+    import torch
+    from sklearn.ensemble import IsolationForest
+
+    from aelab.heads import knn_distance
+
+    f = model._fitted
+    vals, secs = {}, {}
+    for term in ("mse", "latent"):
+        t = time.perf_counter()
+        vals[term] = (model.decision_function(Xa, score=term), model.decision_function(Xb, score=term))
+        secs[term] = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = torch.from_numpy(f.knn_ref)
+    vals["knn"] = (knn_distance(ref, ref, f.knn_k, exclude_self=True).numpy(), model.decision_function(Xb, "knn"))
+    secs["knn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Za, Zb = model.transform(Xa), model.transform(Xb)
+    zt = time.perf_counter() - t
+    t = time.perf_counter()
+    forest = IsolationForest(random_state=seed).fit(Za)
+    vals["iforest"] = (-forest.score_samples(Za), -forest.score_samples(Zb))
+    secs["iforest"] = time.perf_counter() - t + zt
+    t = time.perf_counter()
+    zref = torch.from_numpy(model.transform(f.from_net(f.knn_ref)).astype(np.float32))
+    vals["knnz"] = (knn_distance(zref, zref, f.knn_k, exclude_self=True).numpy(),
+                    knn_distance(torch.from_numpy(Zb.astype(np.float32)), zref, f.knn_k).numpy())
+    secs["knnz"] = time.perf_counter() - t + zt
+    return {k: (np.asarray(a, np.float64), np.asarray(b, np.float64)) for k, (a, b) in vals.items()}, secs
+
+
+def fusions() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """label -> (rule, terms): every term alone, and every subset of 2+ terms with a neighbour or
+    forest term, fused by "m" (each over its training mean, summed), "z" (standardised by the training
+    mean and std, summed) or "r" (the mean of the training CDFs)."""
+    from itertools import combinations
+
+    out = {t: ("m", (t,)) for t in TERMS}
+    for size in range(2, len(TERMS) + 1):
+        for sub in combinations(TERMS, size):
+            if not {"knn", "iforest", "knnz"} & set(sub):
+                continue
+            for rule in "mzr":
+                out[f"{rule}:{'+'.join(sub)}"] = (rule, sub)
+    return out
+
+
+def fuse(rule: str, terms, vals: dict) -> np.ndarray:
+    total = 0.0
+    for t in terms:
+        a, b = vals[t]
+        if rule == "m":
+            total = total + b / (a.mean() if a.mean() > 0 else 1.0)
+        elif rule == "z":
+            total = total + (b - a.mean()) / (a.std() if a.std() > 0 else 1.0)
+        else:
+            total = total + np.searchsorted(np.sort(a), b, side="right") / len(a)
+    return np.asarray(total, np.float64)
+
+
 # ---------------------------------------------------------------------- tables
 def summary(results: dict, names: list[str], half_of: dict[str, str], skipped=()) -> str:
     detectors = sorted(results)
@@ -303,7 +373,7 @@ def lodo_markdown(reports: list[dict]) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--models", nargs="+", default=list(AELAB) + PEERS)
+    ap.add_argument("--models", nargs="*", default=list(AELAB) + PEERS)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an aelab variant: the label NAME and constructor parameters, e.g. knn='{\"trim\": 0}'")
     ap.add_argument("--sets", nargs="+", help="only these sets (default: all)")
@@ -312,6 +382,9 @@ def main(argv=None):
     ap.add_argument("--max-rows", type=int, default=5_000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tabular.json"))
+    ap.add_argument("--terms", action="store_true",
+                    help="fit aelab-AE (default settings) once per split and cache every fusion of its score terms "
+                         "(fusions()) as the variants aelab-AE:T/<fusion>")
     ap.add_argument("--lodo", action="store_true",
                     help="no fits: only the tables and the leave-one-data-set-out report from the cache")
     args = ap.parse_args(argv)
@@ -346,8 +419,23 @@ def main(argv=None):
                 if len(np.unique(yb)) < 2:  # e.g. smtp: 30 anomalies in 95,156 rows, 2 left after subsampling
                     store.setdefault("skipped", {})[f"{n}|{protocol}|{seed}"] = "the test part has one class"
                     continue
+                key = f"{n}|{protocol}|{seed}"
+                if args.terms and any(key not in results.get(f"aelab-AE:T/{fu}", {}) for fu in fusions()):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t = time.perf_counter()
+                        m = aelab.Autoencoder(random_state=seed, novelty=protocol == "normal-only").fit(Xa)
+                        fit_s = time.perf_counter() - t
+                        vals, secs = term_scores(m, Xa, Xb, seed, protocol == "normal-only")
+                    for fu, (rule, terms) in fusions().items():
+                        label = f"aelab-AE:T/{fu}"
+                        store.setdefault("variants", {})[label] = {"dof": len(terms) - 1}
+                        results.setdefault(label, {})[key] = {
+                            "auc": roc_auc(yb, fuse(rule, terms, vals)),
+                            "seconds": fit_s + sum(secs[t_] for t_ in terms)}
+                    print(f"{n:>14} {protocol:>12} {seed} terms: " + " ".join(
+                        f"{t_} {results[f'aelab-AE:T/{t_}'][key]['auc']:.3f}" for t_ in TERMS), flush=True)
                 for label, model, params in variants:
-                    key = f"{n}|{protocol}|{seed}"
                     if key in results.get(label, {}):
                         continue
                     t = time.perf_counter()

@@ -56,6 +56,7 @@ class Fitted:
     knn_k: int | None = None           # neighbours averaged
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
+    forest: dict | None = None         # isolation forest on the training codes (aelab.forest.fit_forest)
     calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
     calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
@@ -165,7 +166,7 @@ class Fitted:
         return {"latent_mean": self.latent_mean, "latent_cov": self.latent_cov, "recon_kind": self.recon_kind,
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
-                "knn_mean_sq": self.knn_mean_sq}
+                "knn_mean_sq": self.knn_mean_sq, "forest": self.forest}
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
@@ -198,6 +199,10 @@ class Fitted:
                   "decision_scores": self.decision_scores, "latent_mean": self.latent_mean,
                   "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref,
                   "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes}
+        if self.forest is not None:
+            from .forest import TABLES
+
+            arrays.update({f"forest.{k}": self.forest[k] for k in TABLES})
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -209,6 +214,8 @@ class Fitted:
                 "knn_k": self.knn_k,
                 "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
+                **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
+                                                              "c": float(self.forest["c"])}}),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
                 "contamination_estimate": self.contamination_estimate,
                 "feature_names": None if self.feature_names is None else list(self.feature_names),
@@ -247,6 +254,9 @@ class Fitted:
                    knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
                    knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
                    knn_mean_sq=fitted.get("knn_mean_sq"),
+                   forest=None if "forest" not in fitted else {
+                       **fitted["forest"], **{k[len("forest."):]: v.numpy() for k, v in tensors.items()
+                                              if k.startswith("forest.")}},
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
@@ -272,7 +282,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     from .comm import Comm
 
     comm = comm or Comm()
-    keep = not is_source(X) and not neighbour_score(score)
+    keep = not is_source(X) and not neighbour_score(score) and not HEADS[score].forest
     direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
@@ -326,6 +336,15 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     shard of the n rows: each rank contributes its reference rows, in row order, and the
     returned mask covers the shard.
     """
+    ref, in_reference = reference_rows(X, to_net, n, seed, rows, comm)
+    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
+    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
+            "knn_mean_sq": float(d.square().mean())}, in_reference
+
+
+def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``rows`` training rows drawn by ``seed``, in the network's layout, flattened (float32; all ranks'
+    rows, in row order), and a boolean per row of this rank's shard marking the drawn rows."""
     from .comm import Comm
 
     comm = comm or Comm()
@@ -340,9 +359,22 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     else:
         ref = to_net(X[np.flatnonzero(in_reference)])
     ref = comm.concat(np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32))
-    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
-    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
-            "knn_mean_sq": float(d.square().mean())}, in_reference
+    return ref, in_reference
+
+
+@torch.no_grad()
+def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
+    """The isolation forest of the "iforest" scores (:func:`aelab.forest.fit_forest`), fitted on the codes of up
+    to :data:`aelab.forest.FOREST_ROWS` training rows drawn by ``seed`` (the same rows whether X is an array or
+    a streamed source, and on any number of ranks)."""
+    from .forest import FOREST_ROWS, fit_forest
+
+    ref, _ = reference_rows(X, fitted.to_net, n, seed, FOREST_ROWS, comm)
+    fitted.model.eval()
+    x = torch.from_numpy(ref).reshape(len(ref), *fitted.net_shape).to(fitted.device)
+    z = torch.cat([fitted.model(x[i : i + EVAL_ROWS], sample=False).z.float().cpu()
+                   for i in range(0, len(x), EVAL_ROWS)])
+    return fit_forest(z.numpy(), seed)
 
 
 def check_latent(Z, latent_dim: int) -> np.ndarray:

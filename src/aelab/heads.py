@@ -13,6 +13,7 @@ The formulas, their constants and why they are what they are: :mod:`aelab.scorin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Sum", "HeadSpec", "HEADS", "register", "build_head",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Forest", "Sum", "HeadSpec", "HEADS", "register", "build_head",
            "knn_distance", "mahalanobis", "latent_precision", "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
@@ -180,6 +181,30 @@ class Knn(Head):
         return _knn_mean(x, self.centre, self.ref, self.ref_t, self.ref_sq, self.k, exclude)
 
 
+class Forest(Head):
+    """Isolation in the code space: ``2^(-E[path] / c(psi))`` of the code under the isolation forest fitted on the
+    training codes (:mod:`aelab.forest`), in (0, 1). Its tables are buffers, so it runs in the ONNX graph."""
+
+    term = "iforest"
+
+    def __init__(self, tables: dict):
+        super().__init__()
+        from .forest import TABLES
+
+        for name in TABLES:
+            v = torch.as_tensor(tables[name])
+            self.register_buffer(name, v.to(torch.int64 if name in ("feature", "left", "right") else torch.float64))
+        self.depth = int(tables["depth"])
+        # -ln 2 / c(psi) as a float64 constant (a Python float would enter the ONNX graph as float32)
+        self.register_buffer("rate", torch.tensor(-math.log(2.0) / float(tables["c"]), dtype=torch.float64))
+
+    def forward(self, x, out, exclude=None):
+        from .forest import forest_path
+
+        path = forest_path(out.z, self.feature, self.threshold, self.left, self.right, self.value, self.depth)
+        return torch.exp(path * self.rate)
+
+
 class Variational(Head):
     """VAE scores: ``mu_norm`` (|mu|), ``kl`` (KL(q(z|x) || N(0, I))), ``elbo`` (negative ELBO, beta 1)."""
 
@@ -237,15 +262,17 @@ class HeadSpec:
     fitted: bool = False       # needs statistics of the training data
     neighbours: bool = False   # needs reference rows kept at fit
     variational: bool = False  # needs a VAE
+    forest: bool = False       # needs the isolation forest fitted on the training codes
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
-def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False):
+def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False,
+             forest: bool = False):
     """Register ``build(stats) -> Head`` as the score ``name``."""
     def deco(build):
-        HEADS[name] = HeadSpec(build, fitted or neighbours, neighbours, variational)
+        HEADS[name] = HeadSpec(build, fitted or neighbours or forest, neighbours, variational, forest)
         return build
     return deco
 
@@ -283,6 +310,7 @@ register("mse+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), (_knn(s), 2, s["knn_mean_sq"], KNN_WEIGHT)]))
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
+register("iforest", forest=True)(lambda s: Forest(s["forest"]))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
@@ -290,7 +318,8 @@ del _kind
 
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
-    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``)."""
+    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``, ``forest``: the tables of
+    :func:`aelab.forest.fit_forest`)."""
     spec = HEADS.get(score)
     if spec is None:
         raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")
@@ -299,6 +328,10 @@ def build_head(score: str, stats: dict | None = None) -> Head:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its default "
                           "score uses neighbours (tables get one by default). Fit with "
                           f"anomaly_score={score!r}, or pass another score.")
+    if spec.forest and stats.get("forest") is None:
+        raise ConfigError(f"score={score!r} needs the isolation forest fitted on the training codes, which a model "
+                          f"keeps when its default score uses it. Fit with anomaly_score={score!r}, or pass another "
+                          "score.")
     if spec.fitted and stats.get("latent_mean") is None:
         raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
     return spec.build(stats)

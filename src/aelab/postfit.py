@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .conformal import fit_state
-from .fitted import Fitted, knn_reference, post_fit_statistics
+from .fitted import Fitted, forest_state, knn_reference, post_fit_statistics
+from .heads import HEADS
 from .scoring import knn_plan, neighbour_score
 
 __all__ = ["finish"]
@@ -41,6 +42,8 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
         rows, k = knn_plan(n, novelty)
         knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm)
         draft = draft.replace(**knn)
+    if draft.score in HEADS and HEADS[draft.score].forest:
+        draft = draft.replace(forest=forest_state(draft, local, n, knn_seed, comm=comm))
     st = post_fit_statistics(draft.model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                              draft.recon_kind, latent_gaussian, comm=comm)
     scores = st.pop("decision_scores")
