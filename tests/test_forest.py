@@ -122,3 +122,39 @@ def test_a_model_without_the_forest_says_how_to_get_one(data):
     plain = aelab.Autoencoder(anomaly_score="mse", epochs=1, random_state=0).fit(X)
     with pytest.raises(ConfigError, match="isolation forest .* anomaly_score='iforest'"):
         plain.decision_function(T, score="iforest")
+
+
+# ---------------------------------------------------------------- standardised fusions (aelab.heads.register_fusion)
+@pytest.fixture(scope="module")
+def fused(data):
+    return aelab.Autoencoder(anomaly_score="z:mse+latent+knn+iforest", epochs=3, random_state=0).fit(data[0])
+
+
+def test_a_fusion_is_the_sum_of_its_terms_over_their_training_spread(fused, data):
+    X, T = data
+    f = fused.fitted_
+    assert set(f.term_stats) == {"mse", "latent", "knn", "iforest"}
+    want = sum(fused.decision_function(T, score=t) / f.term_stats[t][1] for t in f.term_stats)
+    np.testing.assert_allclose(fused.decision_function(T), want, rtol=1e-12)
+    # the statistics are those of the training rows (a reference row's own neighbour distance left out)
+    for t in ("mse", "latent", "iforest"):
+        v = fused.decision_function(X, score=t)
+        np.testing.assert_allclose(f.term_stats[t], (v.mean(), v.std()), rtol=1e-9)
+    assert f.term_stats["knn"][0] > 0 and np.isclose(f.term_stats["knn"][0], f.knn_mean, rtol=0.2)
+
+
+def test_a_fusion_round_trips_and_exports(fused, data, tmp_path):
+    _, T = data
+    fused.save(tmp_path / "m")
+    back = aelab.load(tmp_path / "m")
+    assert back.fitted_.term_stats == fused.fitted_.term_stats
+    np.testing.assert_array_equal(back.decision_function(T), fused.decision_function(T))
+    pytest.importorskip("onnxruntime")
+    from aelab.export.onnx import onnx_scores
+
+    np.testing.assert_allclose(onnx_scores(back, T), fused.decision_function(T), rtol=1e-5)
+
+
+def test_a_fusion_without_its_statistics_is_refused(model, data):
+    with pytest.raises(ConfigError, match="training statistics of its terms"):
+        model.decision_function(data[1], score="z:mse+latent+knn+iforest")

@@ -57,6 +57,7 @@ class Fitted:
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
     forest: dict | None = None         # isolation forest on the training codes (aelab.forest.fit_forest)
+    term_stats: dict | None = None     # a fusion score's terms: {term: (training mean, std)}
     calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
     calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
@@ -166,7 +167,7 @@ class Fitted:
         return {"latent_mean": self.latent_mean, "latent_cov": self.latent_cov, "recon_kind": self.recon_kind,
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
-                "knn_mean_sq": self.knn_mean_sq, "forest": self.forest}
+                "knn_mean_sq": self.knn_mean_sq, "forest": self.forest, "term_stats": self.term_stats}
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
@@ -216,6 +217,8 @@ class Fitted:
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
                 **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
                                                               "c": float(self.forest["c"])}}),
+                **({} if self.term_stats is None else {"term_stats": {k: [float(a), float(b)] for k, (a, b)
+                                                                      in self.term_stats.items()}}),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
                 "contamination_estimate": self.contamination_estimate,
                 "feature_names": None if self.feature_names is None else list(self.feature_names),
@@ -257,6 +260,8 @@ class Fitted:
                    forest=None if "forest" not in fitted else {
                        **fitted["forest"], **{k[len("forest."):]: v.numpy() for k, v in tensors.items()
                                               if k.startswith("forest.")}},
+                   term_stats=None if "term_stats" not in fitted else {
+                       k: tuple(v) for k, v in fitted["term_stats"].items()},
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
@@ -282,7 +287,7 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     from .comm import Comm
 
     comm = comm or Comm()
-    keep = not is_source(X) and not neighbour_score(score) and not HEADS[score].forest
+    keep = not is_source(X) and not neighbour_score(score) and not HEADS[score].forest and not HEADS[score].terms
     direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
@@ -375,6 +380,39 @@ def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
     z = torch.cat([fitted.model(x[i : i + EVAL_ROWS], sample=False).z.float().cpu()
                    for i in range(0, len(x), EVAL_ROWS)])
     return fit_forest(z.numpy(), seed)
+
+
+@torch.no_grad()
+def term_statistics(fitted: "Fitted", X, terms: tuple, owner: str, in_reference=None, comm=None) -> dict:
+    """{term: (mean, std)} of the scores ``terms`` over the training rows X (this rank's shard; summed over
+    ranks), a reference row's own zero neighbour distance left out (``in_reference``)."""
+    from .comm import Comm
+
+    comm = comm or Comm()
+    stats = fitted.head_stats()
+    heads = [build_head(t, stats).to(fitted.device).eval() for t in terms]
+    acc = np.zeros((len(terms), 3))
+    pos = [0]
+
+    def fn(x):
+        mask = None
+        if in_reference is not None:
+            mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
+            pos[0] += len(x)
+        out = fitted.model(x, sample=False)
+        for i, h in enumerate(heads):
+            v = h(x, out, mask).double().cpu().numpy()
+            acc[i] += (len(v), v.sum(), np.square(v).sum())
+        return None
+
+    fitted.map(X, fn, owner)
+    acc = comm.sum(acc)
+    out = {}
+    for t, (n, s1, s2) in zip(terms, acc):
+        mean = s1 / max(n, 1)
+        std = float(np.sqrt(max(s2 / max(n, 1) - mean * mean, 0.0)))
+        out[t] = (float(mean) if mean > 0 else 1.0, std if std > 0 else 1.0)
+    return out
 
 
 def check_latent(Z, latent_dim: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Forest", "Sum", "HeadSpec", "HEADS", "register", "build_head",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Forest", "Sum", "HeadSpec", "HEADS", "register", "register_fusion", "build_head",
            "knn_distance", "mahalanobis", "latent_precision", "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
@@ -263,18 +263,36 @@ class HeadSpec:
     neighbours: bool = False   # needs reference rows kept at fit
     variational: bool = False  # needs a VAE
     forest: bool = False       # needs the isolation forest fitted on the training codes
+    terms: tuple = ()          # a fusion: the scores it sums, each over its training statistics (term_stats)
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
 def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False,
-             forest: bool = False):
+             forest: bool = False, terms: tuple = ()):
     """Register ``build(stats) -> Head`` as the score ``name``."""
     def deco(build):
-        HEADS[name] = HeadSpec(build, fitted or neighbours or forest, neighbours, variational, forest)
+        HEADS[name] = HeadSpec(build, fitted or neighbours or forest or bool(terms), neighbours, variational, forest,
+                               tuple(terms))
         return build
     return deco
+
+
+def register_fusion(name: str, terms: tuple, rule: str = "std") -> None:
+    """Register ``name``: the sum of the registered scores ``terms``, each divided by its training standard
+    deviation (``rule="std"``: a standardised sum, up to a constant) or mean (``"mean"``), read from the
+    fitted ``term_stats`` {term: (mean, std)} of the training rows (a reference row's own neighbour distance
+    left out)."""
+    specs = [HEADS[t] for t in terms]
+    col = {"mean": 0, "std": 1}[rule]
+
+    def build(s):
+        ts = s["term_stats"]
+        return Sum([(build_head(t, s), 1, float(ts[t][col]), 1.0) for t in terms])
+
+    register(name, neighbours=any(h.neighbours for h in specs), forest=any(h.forest for h in specs),
+             terms=tuple(terms))(build)
 
 
 def _latent(s) -> Latent:
@@ -311,6 +329,8 @@ register("mse+knn", neighbours=True)(
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
 register("iforest", forest=True)(lambda s: Forest(s["forest"]))
+#: every term of the family, each standardised by its training mean and spread (up to a constant)
+register_fusion("z:mse+latent+knn+iforest", ("mse", "latent", "knn", "iforest"))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
@@ -319,11 +339,15 @@ del _kind
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
     ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``, ``forest``: the tables of
-    :func:`aelab.forest.fit_forest`)."""
+    :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std)} of a fusion's terms)."""
     spec = HEADS.get(score)
     if spec is None:
         raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")
     stats = stats or {}
+    if spec.terms and not all(t in (stats.get("term_stats") or {}) for t in spec.terms):
+        raise ConfigError(f"score={score!r} needs the training statistics of its terms {spec.terms}, which a model "
+                          f"keeps when its default score is this sum. Fit with anomaly_score={score!r}, or pass "
+                          "another score.")
     if spec.neighbours and stats.get("knn_ref") is None:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its default "
                           "score uses neighbours (tables get one by default). Fit with "
