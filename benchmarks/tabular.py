@@ -236,8 +236,8 @@ def fuse(rule: str, terms, vals: dict) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- tables
-def summary(results: dict, names: list[str], half_of: dict[str, str], skipped=()) -> str:
-    detectors = sorted(results)
+def summary(results: dict, names: list[str], half_of: dict[str, str], skipped=(), hide=()) -> str:
+    detectors = sorted(d for d in results if d not in hide)
     lines = []
     for protocol in PROTOCOLS:
         for half in ("tuning", "confirmation", "all"):
@@ -320,7 +320,7 @@ def lodo(results: dict, names: list[str], protocol: str, skipped=(), family: str
     R = np.stack([ranks_of(cands[c], field) for c in labels])            # (candidates, sets)
     G = np.stack([cands[c] - best_peer for c in labels])
     pen = np.array([penalty * dof.get(c, 0) for c in labels])
-    chosen, held_rank, held_gap = [], [], []
+    chosen, held_rank, held_gap, field_rank = [], [], [], []
     for j in range(len(names)):
         rest = np.delete(np.arange(len(names)), j)
         crit = R[:, rest].mean(1) + pen
@@ -328,6 +328,8 @@ def lodo(results: dict, names: list[str], protocol: str, skipped=(), family: str
         chosen.append(labels[i])
         held_rank.append(R[i, j])
         held_gap.append(G[i, j])
+        col = np.r_[field[:, j], cands[labels[i]][j]]  # the 13 on the held-out set, the chosen one last
+        field_rank.append([ranks_of(col[m : m + 1], np.delete(col, m)[:, None])[0] for m in range(len(col) - 1)])
     held_rank, held_gap = np.array(held_rank), np.array(held_gap)
     rng = np.random.default_rng(0)
     boot = np.array([held_rank[rng.integers(0, len(names), len(names))].mean() for _ in range(n_boot)])
@@ -344,7 +346,8 @@ def lodo(results: dict, names: list[str], protocol: str, skipped=(), family: str
             "first_share": float((held_rank <= 1.0).mean()),
             "held_out": {n: {"chosen": c, "rank": float(r), "gap": float(g)}
                          for n, c, r, g in zip(names, chosen, held_rank, held_gap)},
-            "candidates": rows, "incomplete": incomplete}
+            "candidates": rows, "incomplete": incomplete,
+            "others_mean_rank": dict(zip(others, np.mean(field_rank, axis=0).round(3).tolist()))}
 
 
 def lodo_markdown(reports: list[dict]) -> str:
@@ -364,6 +367,9 @@ def lodo_markdown(reports: list[dict]) -> str:
         lines += [f"| {c['candidate']} | {c['dof']} | {c['mean_rank']:.2f} | {c['criterion']:.2f} | "
                   f"{c['mean_auc']:.4f} | {c['mean_gap']:+.4f} | {c['worst_gap']:+.4f} | {c['median_s']:.2f} | "
                   f"{c['chosen_share']:.0%} |" for c in r["candidates"]]
+        others = sorted(r["others_mean_rank"].items(), key=lambda kv: kv[1])
+        lines.append("\nThe other 12 detectors' mean ranks against the chosen candidates: "
+                     + ", ".join(f"{d} {v:.2f}" for d, v in others))
         if r["incomplete"]:
             lines.append(f"\nNot complete on every set (left out): {', '.join(r['incomplete'])}")
         lines.append("")
@@ -452,9 +458,12 @@ def main(argv=None):
                                  for k in files}
                 store["max_rows"] = args.max_rows
                 out.write_text(json.dumps(store, indent=1))
-    md = summary(results, sorted(files), half_of, store.get("skipped", {}))
     dof = {k: v["dof"] for k, v in store.get("variants", {}).items() if "dof" in v}
     reports = [lodo(results, sorted(files), p, store.get("skipped", {}), dof=dof) for p in PROTOCOLS]
+    # the in-sample tables list the fusions of --terms only where the LODO chose one, or it is a single term
+    shown = {c["candidate"] for r in reports for c in r["candidates"] if c["chosen_share"] > 0}
+    hide = {d for d in results if ":T/" in d and d not in shown and ":" in d.split(":T/")[1]}
+    md = summary(results, sorted(files), half_of, store.get("skipped", {}), hide)
     store["lodo"] = reports
     out.write_text(json.dumps(store, indent=1))
     md += "\n" + lodo_markdown(reports)
