@@ -139,7 +139,8 @@ def test_a_fusion_is_the_sum_of_its_terms_over_their_training_spread(fused, data
     # the statistics are those of the training rows (a reference row's own neighbour distance left out)
     for t in ("mse", "latent", "iforest"):
         v = fused.decision_function(X, score=t)
-        np.testing.assert_allclose(f.term_stats[t], (v.mean(), v.std()), rtol=1e-9)
+        np.testing.assert_allclose(f.term_stats[t][:2], (v.mean(), v.std()), rtol=1e-9)
+        np.testing.assert_allclose(f.term_stats[t][2], np.sort(v), rtol=1e-9)
     assert f.term_stats["knn"][0] > 0 and np.isclose(f.term_stats["knn"][0], f.knn_mean, rtol=0.2)
 
 
@@ -147,7 +148,10 @@ def test_a_fusion_round_trips_and_exports(fused, data, tmp_path):
     _, T = data
     fused.save(tmp_path / "m")
     back = aelab.load(tmp_path / "m")
-    assert back.fitted_.term_stats == fused.fitted_.term_stats
+    assert back.fitted_.term_stats.keys() == fused.fitted_.term_stats.keys()
+    for t, v in fused.fitted_.term_stats.items():
+        assert back.fitted_.term_stats[t][:2] == v[:2]
+        np.testing.assert_array_equal(back.fitted_.term_stats[t][2], v[2])
     np.testing.assert_array_equal(back.decision_function(T), fused.decision_function(T))
     pytest.importorskip("onnxruntime")
     from aelab.export.onnx import onnx_scores
@@ -158,3 +162,27 @@ def test_a_fusion_round_trips_and_exports(fused, data, tmp_path):
 def test_a_fusion_without_its_statistics_is_refused(model, data):
     with pytest.raises(ConfigError, match="training statistics of its terms"):
         model.decision_function(data[1], score="z:mse+latent+knn+iforest")
+
+
+def test_a_rank_fusion_sums_the_training_cdfs_and_exports(fused, data, monkeypatch, tmp_path):
+    """A rank fusion registered on the spot scores from the fit of another fusion (every term's statistics are
+    kept): the sum of the shares of training values at or below each term, the same in the ONNX graph."""
+    from aelab.heads import HEADS, register_fusion
+
+    monkeypatch.setitem(HEADS, "r:test", None)  # removed again on exit
+    register_fusion("r:test", ("mse", "knn", "iforest"), rule="rank")
+    X, T = data
+    f = fused.fitted_
+    want = sum(np.searchsorted(f.term_stats[t][2], fused.decision_function(T, score=t), side="right") / len(X)
+               for t in ("mse", "knn", "iforest"))
+    got = fused.decision_function(T, score="r:test")
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got.min() >= 0 and got.max() <= 3 and got[40:].mean() > got[:40].mean()
+    pytest.importorskip("onnxruntime")
+    from aelab.export.onnx import onnx_scores
+
+    onnx = onnx_scores(fused, T, "r:test")
+    # rows that are training rows tie with their own stored values, which the float32 graph's terms (within ~1e-7)
+    # may fall either side of: one count per term at most; fresh rows lie nowhere near a stored value
+    assert np.abs(onnx[:40] - got[:40]).max() <= 3 / len(X) + 1e-12
+    np.testing.assert_allclose(onnx[40:], got[40:], atol=1e-12)

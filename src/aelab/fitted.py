@@ -57,7 +57,7 @@ class Fitted:
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
     forest: dict | None = None         # isolation forest on the training codes (aelab.forest.fit_forest)
-    term_stats: dict | None = None     # a fusion score's terms: {term: (training mean, std)}
+    term_stats: dict | None = None     # a fusion score's terms: {term: (training mean, std, sorted values)}
     calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
     calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
@@ -204,6 +204,8 @@ class Fitted:
             from .forest import TABLES
 
             arrays.update({f"forest.{k}": self.forest[k] for k in TABLES})
+        for k, v in (self.term_stats or {}).items():
+            arrays[f"term_sorted.{k}"] = v[2]
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -217,7 +219,7 @@ class Fitted:
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
                 **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
                                                               "c": float(self.forest["c"])}}),
-                **({} if self.term_stats is None else {"term_stats": {k: [float(a), float(b)] for k, (a, b)
+                **({} if self.term_stats is None else {"term_stats": {k: [float(v[0]), float(v[1])] for k, v
                                                                       in self.term_stats.items()}}),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
                 "contamination_estimate": self.contamination_estimate,
@@ -261,7 +263,7 @@ class Fitted:
                        **fitted["forest"], **{k[len("forest."):]: v.numpy() for k, v in tensors.items()
                                               if k.startswith("forest.")}},
                    term_stats=None if "term_stats" not in fitted else {
-                       k: tuple(v) for k, v in fitted["term_stats"].items()},
+                       k: (*v, tensors[f"term_sorted.{k}"].numpy()) for k, v in fitted["term_stats"].items()},
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
@@ -382,16 +384,20 @@ def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
     return fit_forest(z.numpy(), seed)
 
 
+#: training values kept per term for the rank fusions (all of them up to this many rows, else as many quantiles)
+TERM_SORTED_ROWS = 4096
+
+
 @torch.no_grad()
 def term_statistics(fitted: "Fitted", X, terms: tuple, owner: str, in_reference=None, comm=None) -> dict:
-    """{term: (mean, std)} of the scores ``terms`` over the training rows X (this rank's shard; summed over
-    ranks), a reference row's own zero neighbour distance left out (``in_reference``)."""
+    """{term: (mean, std, sorted values)} of the scores ``terms`` over the training rows X (this rank's shard;
+    gathered over ranks), a reference row's own zero neighbour distance left out (``in_reference``). The
+    sorted values are all of them up to :data:`TERM_SORTED_ROWS` rows, else that many evenly spaced quantiles."""
     from .comm import Comm
 
     comm = comm or Comm()
     stats = fitted.head_stats()
     heads = [build_head(t, stats).to(fitted.device).eval() for t in terms]
-    acc = np.zeros((len(terms), 3))
     pos = [0]
 
     def fn(x):
@@ -400,18 +406,16 @@ def term_statistics(fitted: "Fitted", X, terms: tuple, owner: str, in_reference=
             mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
             pos[0] += len(x)
         out = fitted.model(x, sample=False)
-        for i, h in enumerate(heads):
-            v = h(x, out, mask).double().cpu().numpy()
-            acc[i] += (len(v), v.sum(), np.square(v).sum())
-        return None
+        return torch.stack([h(x, out, mask).double() for h in heads], 1)
 
-    fitted.map(X, fn, owner)
-    acc = comm.sum(acc)
+    values = comm.concat(fitted.map(X, fn, owner, np.float64).reshape(-1, len(terms)))
     out = {}
-    for t, (n, s1, s2) in zip(terms, acc):
-        mean = s1 / max(n, 1)
-        std = float(np.sqrt(max(s2 / max(n, 1) - mean * mean, 0.0)))
-        out[t] = (float(mean) if mean > 0 else 1.0, std if std > 0 else 1.0)
+    for t, v in zip(terms, values.T):
+        mean, std = float(v.mean()) if len(v) else 1.0, float(v.std()) if len(v) else 1.0
+        v = np.sort(v)
+        if len(v) > TERM_SORTED_ROWS:
+            v = np.quantile(v, (np.arange(TERM_SORTED_ROWS) + 0.5) / TERM_SORTED_ROWS)
+        out[t] = (mean if mean > 0 else 1.0, std if std > 0 else 1.0, np.ascontiguousarray(v))
     return out
 
 

@@ -253,6 +253,37 @@ class Sum(Head):
         return self.combine(self.terms(x, out, exclude))
 
 
+class RankSum(Head):
+    """``sum_i F_i(head_i(x))``: a rank fusion, each term through its training CDF ``F_i`` (the share of
+    training values at or below it, from the sorted training values ``sorted_i``), in [0, terms]. Python
+    counts by binary search; an exported graph by comparing with every stored value (the same counts)."""
+
+    def __init__(self, parts: list[Head], sorted_values: list):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        for i, v in enumerate(sorted_values):
+            self.register_buffer(f"sorted_{i}", torch.as_tensor(v, dtype=torch.float64).reshape(-1))
+
+    def combine(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for i, h in enumerate(self.parts):
+            ref = getattr(self, f"sorted_{i}")
+            v = values[h.term].to(torch.float64)
+            if _exporting():
+                count = (v[:, None] >= ref[None, :]).to(torch.float64).sum(dim=1)
+            else:
+                count = torch.searchsorted(ref, v.contiguous(), right=True).to(torch.float64)
+            t = count / ref.shape[0]
+            total = t if total is None else total + t
+        return total
+
+    def terms(self, x, out, exclude=None):
+        return {h.term: h(x, out, exclude) for h in self.parts}
+
+    def forward(self, x, out, exclude=None):
+        return self.combine(self.terms(x, out, exclude))
+
+
 # ------------------------------------------------------------------ the registry
 @dataclass(frozen=True)
 class HeadSpec:
@@ -281,14 +312,16 @@ def register(name: str, *, fitted: bool = False, neighbours: bool = False, varia
 
 def register_fusion(name: str, terms: tuple, rule: str = "std") -> None:
     """Register ``name``: the sum of the registered scores ``terms``, each divided by its training standard
-    deviation (``rule="std"``: a standardised sum, up to a constant) or mean (``"mean"``), read from the
-    fitted ``term_stats`` {term: (mean, std)} of the training rows (a reference row's own neighbour distance
-    left out)."""
+    deviation (``rule="std"``: a standardised sum, up to a constant) or mean (``"mean"``), or each through its
+    training CDF (``"rank"``: :class:`RankSum`), from the fitted ``term_stats`` {term: (mean, std, sorted
+    values)} of the training rows (a reference row's own neighbour distance left out)."""
     specs = [HEADS[t] for t in terms]
-    col = {"mean": 0, "std": 1}[rule]
 
     def build(s):
         ts = s["term_stats"]
+        if rule == "rank":
+            return RankSum([build_head(t, s) for t in terms], [ts[t][2] for t in terms])
+        col = {"mean": 0, "std": 1}[rule]
         return Sum([(build_head(t, s), 1, float(ts[t][col]), 1.0) for t in terms])
 
     register(name, neighbours=any(h.neighbours for h in specs), forest=any(h.forest for h in specs),
