@@ -186,3 +186,12 @@ def test_a_rank_fusion_sums_the_training_cdfs_and_exports(fused, data, monkeypat
     # may fall either side of: one count per term at most; fresh rows lie nowhere near a stored value
     assert np.abs(onnx[:40] - got[:40]).max() <= 3 / len(X) + 1e-12
     np.testing.assert_allclose(onnx[40:], got[40:], atol=1e-12)
+
+
+def test_explain_error_method_refuses_the_forest_and_shapley_explains_it(fused, data):
+    X, T = data
+    with pytest.raises(ConfigError, match="no exact per-input split.*method='shapley'"):
+        fused.explain(T[:3], method="error")
+    e = fused.explain(T[-3:], method="shapley", background=X[:50])
+    np.testing.assert_allclose(e.score, fused.decision_function(T[-3:]), rtol=1e-12)
+    np.testing.assert_allclose(e.contributions.reshape(3, -1).sum(1) + e.base_value, e.score, rtol=1e-6)

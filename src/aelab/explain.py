@@ -76,7 +76,11 @@ import torch
 from . import losses
 from .exceptions import ConfigError, DataError
 from .kinds import kind_of
+from .heads import HEADS
 from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
+
+#: the scores the "error" method splits exactly over the inputs (and the VAE's)
+ERROR_SCORES = ("mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn", "mse+knn", "mse+latent+knn")
 from .shapley import (AUTO_PLAYERS, Gaussian, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
                       _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
@@ -220,6 +224,10 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
 
     if score in ("mse", "mae", "relative"):
         return rec(score)
+    if score not in ERROR_SCORES and not HEADS[score].variational:
+        raise ConfigError(f"score={score!r} has no exact per-input split (the 'error' method covers {ERROR_SCORES}); "
+                          "explain it with method='shapley' (pass background rows where the model keeps none), "
+                          "or explain one of those scores.")
     if score == "latent":
         return latent()
     if score in ("mse+latent", "relative+latent"):

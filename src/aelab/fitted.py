@@ -157,6 +157,10 @@ class Fitted:
             stats["knn_k"] = int(self.knn_k)
             stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
+        if self.forest is not None:
+            stats["forest"] = self.forest
+        if self.term_stats is not None:
+            stats["term_stats"] = self.term_stats
         return stats
 
     def head_stats(self) -> dict:
