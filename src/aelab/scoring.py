@@ -40,6 +40,13 @@ Scores that use state fitted on the training data (any estimator):
   ``benchmarks/tabular.py``: distances to the training data carry much of the signal on
   tables, reconstruction and the code's Mahalanobis distance add what they miss.
 
+* ``iforest``: isolation in the code space, ``2^(-E[h(z)] / c(256))`` under an isolation forest
+  fitted at fit on the codes of up to 4,096 training rows (:mod:`aelab.forest`), kept when the
+  default score uses it;
+* fusions (:func:`aelab.heads.register_fusion`): ``z:mse+latent+knn+iforest`` sums the four terms,
+  each over its standard deviation on the training rows (``Fitted.term_stats``); a rank fusion
+  sums the terms' training CDFs instead.
+
 VAE-only scores:
 
 * ``mu_norm``: Euclidean norm |mu| of the posterior mean;
