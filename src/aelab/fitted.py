@@ -251,7 +251,7 @@ class Fitted:
         model = build_model(model_cfg)
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True)
-        return cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
+        out = cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
                    recon_kind=fitted["recon_kind"],
                    score=fitted.get("score") or resolve_score(anomaly_score, config["scaler"]["kind"],
                                                               table=kind == "table" and "knn_ref" in tensors),
@@ -274,6 +274,10 @@ class Fitted:
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
                    contamination_estimate=fitted.get("contamination_estimate"),
                    feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
+        from .kinds import kind_of
+
+        kind_of(model_cfg).check_score(out.score, "this model")  # a damaged or foreign name: at load, not later
+        return out
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,
