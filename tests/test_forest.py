@@ -195,3 +195,24 @@ def test_explain_error_method_refuses_the_forest_and_shapley_explains_it(fused, 
     e = fused.explain(T[-3:], method="shapley", background=X[:50])
     np.testing.assert_allclose(e.score, fused.decision_function(T[-3:]), rtol=1e-12)
     np.testing.assert_allclose(e.contributions.reshape(3, -1).sum(1) + e.base_value, e.score, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_ranks_fit_the_forest_and_fusion_one_process_fits(data, tmp_path):
+    """Data-parallel (2 ranks, a streamed source), PCA (closed form, so the codes agree to rounding): the forest
+    is fitted on the same drawn rows, the fusion's statistics are gathered over the ranks."""
+    import aelab.distributed as D
+
+    X, T = data
+    np.save(tmp_path / "x.npy", X)
+    params = dict(n_components=3, anomaly_score="z:mse+latent+knn+iforest", random_state=0)
+    one = aelab.PCA(**params).fit(X)
+    two = D.fit(aelab.PCA(**params), aelab.io.open_array(tmp_path / "x.npy", chunk_rows=64), nproc=2, threads=1)
+    f, g = one.fitted_, two.fitted_
+    for k in ("feature", "left", "right"):
+        np.testing.assert_array_equal(g.forest[k], f.forest[k])
+    np.testing.assert_allclose(g.forest["threshold"], f.forest["threshold"], rtol=1e-5, atol=1e-6)
+    for t, v in f.term_stats.items():
+        np.testing.assert_allclose(g.term_stats[t][:2], v[:2], rtol=1e-5)
+        np.testing.assert_allclose(g.term_stats[t][2], v[2], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(two.decision_function(T), one.decision_function(T), rtol=1e-4)
