@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SPEC = importlib.util.spec_from_file_location("tabular", Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py")
+SPEC = importlib.util.spec_from_file_location("tabular",
+                                              Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py")
 tabular = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(tabular)
 

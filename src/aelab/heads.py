@@ -23,7 +23,8 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Forest", "Sum", "HeadSpec", "HEADS", "register", "register_fusion", "build_head",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Forest", "Sum", "RankSum", "HeadSpec", "HEADS", "register",
+           "register_fusion", "build_head",
            "knn_distance", "mahalanobis", "latent_precision", "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
@@ -371,8 +372,8 @@ del _kind
 
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
-    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``, ``forest``: the tables of
-    :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std)} of a fusion's terms)."""
+    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``,
+    ``forest``: the tables of :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std)} of a fusion's terms)."""
     spec = HEADS.get(score)
     if spec is None:
         raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")

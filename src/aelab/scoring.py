@@ -57,8 +57,9 @@ VAE-only scores:
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
 ``mse+latent`` for intensity images (non-negative images that are not pixels, such as
 jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
-scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or ``knn`` when the training data are
-stated to be clean (``novelty=True``). The resolved name is the estimator's ``score_``.
+scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or
+``knn`` when the training data are stated to be clean (``novelty=True``; chosen by leave one data
+set out, :data:`DEFAULT_CLEAN_TABLE_SCORE`). The resolved name is the estimator's ``score_``.
 """
 
 from __future__ import annotations
