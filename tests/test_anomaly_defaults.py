@@ -85,7 +85,7 @@ def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, 
     assert gap[own.numpy()].min() > 0 and not gap[~own.numpy()].any()
     assert resolve_score("auto", "minmax") == "relative+latent"
     assert resolve_score("auto", "standard") == "mse+latent+knn"
-    assert resolve_score("auto", "standard", novelty=True) == "mse+knn"
+    assert resolve_score("auto", "standard", novelty=True) == "knn"
     assert resolve_score("auto", "minmax", novelty=True) == "relative+latent"
     assert resolve_score("auto", "standard", table=False) == "mse+latent"
     assert resolve_score("kl", "minmax") == "kl"
@@ -178,11 +178,11 @@ def test_trimmed_training_resists_contaminated_training_data():
     assert auc[0.1] > auc[0.0] + 0.05, auc
 
 
-def test_novelty_tables_get_reconstruction_plus_neighbour_distance(table, images, tmp_path):
+def test_novelty_tables_get_the_neighbour_distance(table, images, tmp_path):
     from aelab.scoring import KNN_K_CLEAN as KNN_K, KNN_WEIGHT
 
     est = aelab.Autoencoder(novelty=True, **FAST).fit(table)
-    assert est.score_ == "mse+knn" and est._trim() == 0.0
+    assert est.score_ == "knn" and est._trim() == 0.0
     assert aelab.Autoencoder(novelty=True, **FAST).fit(images).score_ == "relative+latent"  # images keep theirs
     assert aelab.Autoencoder(**FAST).fit(table).score_ == "mse+latent+knn"  # no statement: maybe contaminated
     # by hand, in float64: mean distance to the 5 nearest training rows (all of them are the reference here)
@@ -195,9 +195,10 @@ def test_novelty_tables_get_reconstruction_plus_neighbour_distance(table, images
     d_ref = np.sqrt(((ref[:, None, :] - ref[None]) ** 2).sum(-1))
     loo = np.sort(d_ref, axis=1)[:, 1 : KNN_K + 1].mean(1)  # each reference row leaves itself out
     assert est.fitted_.knn_mean_sq == pytest.approx((loo ** 2).mean(), rel=1e-4)
+    np.testing.assert_allclose(est.decision_function(X_q), dk, rtol=1e-4)  # the default is the distance itself
     mse = est.decision_function(X_q, score="mse")
     expected = mse / est.recon_means_[0] + KNN_WEIGHT * dk ** 2 / est.fitted_.knn_mean_sq
-    np.testing.assert_allclose(est.decision_function(X_q), expected, rtol=1e-4)
+    np.testing.assert_allclose(est.decision_function(X_q, score="mse+knn"), expected, rtol=1e-4)
     est.save(tmp_path / "m")
     np.testing.assert_array_equal(aelab.load(tmp_path / "m").decision_function(table), est.decision_function(table))
     with pytest.raises(ConfigError, match="reference rows"):
@@ -230,3 +231,24 @@ def test_neighbour_scores_leave_a_training_row_out_of_its_own_neighbours(novelty
     far = (1e4 + rng.normal(size=(2000, 10))).astype(np.float32)  # far from the origin, unscaled
     pca = aelab.PCA(scaler="none", novelty=True, random_state=0).fit(far)
     assert pca.fitted_.knn_mean > 1.0  # ~ sqrt(2 * 10) apart, not 0 from lost digits
+
+
+def test_the_clean_table_default_is_the_same_distance_for_every_estimator(table):
+    """novelty=True on a table: "knn" (chosen by leave one data set out, benchmarks/tabular.py --lodo), which
+    reads only the reference rows; with one random_state the three estimators draw the same rows (here, more
+    rows than the 4,096 kept) and give the same scores, as docs/anomaly.md says."""
+    from aelab.scoring import DEFAULT_CLEAN_TABLE_SCORE, KNN_REF_ROWS
+
+    assert DEFAULT_CLEAN_TABLE_SCORE == "knn"
+    rng = np.random.default_rng(5)
+    big = rng.normal(size=(KNN_REF_ROWS + 300, table.shape[1])).astype(np.float32)
+    Q = (1.5 * rng.normal(size=(40, table.shape[1]))).astype(np.float32)
+    fits = [cls(novelty=True, random_state=3, **({} if cls is aelab.PCA else {"epochs": 1})).fit(big)
+            for cls in (aelab.Autoencoder, aelab.VAE, aelab.PCA)]
+    assert {f.score_ for f in fits} == {"knn"}
+    assert len(fits[0].fitted_.knn_ref) == KNN_REF_ROWS
+    for f in fits[1:]:
+        np.testing.assert_array_equal(f.fitted_.knn_ref, fits[0].fitted_.knn_ref)
+        np.testing.assert_array_equal(f.decision_function(Q), fits[0].decision_function(Q))
+    # a model still offers the network's scores on demand
+    assert fits[0].decision_function(Q, score="mse+knn").shape == (40,)

@@ -3,7 +3,8 @@ against the float module: decision_function, the ONNX graph under ONNX Runtime, 
 ap_fixed<16,6>, and hls4ml's compiled C model (real hls4ml and g++) for one dense and one convolutional model.
 
 Models: a dense autoencoder and a dense VAE on a table, a convolutional autoencoder on two-channel images, each
-fitted with anomaly_score="mse+latent+knn" so that it keeps the neighbour heads' reference rows. Variational
+fitted with anomaly_score="z:mse+latent+knn+iforest" so that it keeps the neighbour heads' reference rows, the
+isolation forest on the codes and the training statistics of every term (what the fusions need). Variational
 heads run on the VAE, the others on all three.
 
 Tolerances, and why:
@@ -19,7 +20,10 @@ Tolerances, and why:
   deviation reaches 0.12 for "latent" on a conv row whose code lies at the training mean, a score near 0 where
   a relative error says little). The checks, about twice the worst measured: rank correlation >= 0.999 (the
   ranking, hence a threshold's flags, is kept), median relative deviation <= 2%, and that floored deviation
-  <= 8% for every row;
+  <= 8% for every row. "iforest" (the isolation forest on the codes) compares each code with the trees'
+  thresholds: a fixed-point code within an LSB of a threshold takes the other branch, which moves that row's
+  score by ~1e-3 per flipped tree. Measured: rank correlation 0.9963 (VAE), 0.9980 (conv), 0.9988 (dense), median
+  deviation <= 2.6e-3, floored deviation <= 2.4%: its rank bound is 0.992 (twice the worst measured loss);
 * hls4ml's C model against the PyTorch emulation: bit for bit (the C model is run through its double
   interface, which holds these fixed-point values exactly).
 """
@@ -42,6 +46,7 @@ PRECISION = "ap_fixed<16,6>"
 SCORES = sorted(HEADS)
 ONNX_TOL = {"kl": 1e-4}
 FIXED = {"rank": 0.999, "median": 0.02, "floored_max": 0.08}
+FIXED_RANK = {"iforest": 0.992}  # branch flips at the trees' thresholds (see the module)
 
 
 def variational(score):
@@ -71,7 +76,7 @@ def data():
 def models(data):
     X, _ = data["table"]
     images, _ = data["image"]
-    common = dict(anomaly_score="mse+latent+knn", random_state=0)
+    common = dict(anomaly_score="z:mse+latent+knn+iforest", random_state=0)
     return {
         "dense": aelab.Autoencoder(epochs=5, **common).fit(X),
         "vae": aelab.VAE(epochs=5, **common).fit(X),
@@ -123,7 +128,7 @@ def test_fixed_point_emulation_runs_the_head_and_stays_near_the_float_module(sco
         np.testing.assert_array_equal(emu["float_score"], want)
         assert not np.array_equal(emu["score"], want), "the fixed-point pass does change the scores"
         dev = fixed_deviation(emu["score"], want)
-        assert dev["rank"] >= FIXED["rank"] and dev["median"] <= FIXED["median"] \
+        assert dev["rank"] >= FIXED_RANK.get(score, FIXED["rank"]) and dev["median"] <= FIXED["median"] \
             and dev["floored_max"] <= FIXED["floored_max"], (key, dev)
         np.testing.assert_array_equal(Q.firmware_scores(m, T, PRECISION, score=score), emu["score"])
         np.testing.assert_array_equal(Q.firmware_scores(m, T, score=score), want)

@@ -175,7 +175,7 @@ class Autoencoder(_Base):
         "auto" resolves at fit (to ``score_``): "relative+latent" for data min-max scaled
         to [0, 1] (images); for other tables "mse+latent+knn" (reconstruction error, the
         Mahalanobis distance of the code and the distance to the 50 nearest training rows,
-        each relative to its training mean), or "mse+knn" with ``novelty=True``. Called
+        each relative to its training mean), or "knn" with ``novelty=True``. Called
         ``score`` before aelab 0.2 (the old name still works, with a FutureWarning).
     contamination : float
         Share of training samples assumed anomalous, used for the threshold set at fit.
@@ -214,8 +214,8 @@ class Autoencoder(_Base):
         True states that the training data are clean (normal samples only), as in
         scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they
         may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables,
-        ``anomaly_score="auto"`` to "mse+knn" (reconstruction plus the distance to the
-        nearest training rows). See docs/anomaly.md, "Tables: contaminated or clean".
+        ``anomaly_score="auto"`` to "knn" (the mean distance to the 5 nearest training rows,
+        chosen by leave one data set out). See docs/anomaly.md, "Tables: contaminated or clean".
     input_kind : {"auto", "table", "image"}
         How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
         images; a 3-D array (n, a, b) is greyscale images when its values look like

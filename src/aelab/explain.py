@@ -81,6 +81,10 @@ from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
 from .shapley import (AUTO_PLAYERS, Gaussian, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
                       _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
+#: the scores the "error" method splits exactly over the inputs (and the VAE's)
+ERROR_SCORES = ("mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn", "mse+knn", "mse+latent+knn")
+
+
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
 
 METHODS = ("auto", "error", "shapley")
@@ -224,6 +228,10 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
         return rec(score)
     if score in HEADS and HEADS[score].emission:  # w_j (-log p_j): the pixel's own term, no network
         return build_head(score, stats).to(x.device).contributions(x)
+    if score not in ERROR_SCORES and not HEADS[score].variational:
+        raise ConfigError(f"score={score!r} has no exact per-input split (the 'error' method covers {ERROR_SCORES}); "
+                          "explain it with method='shapley' (pass background rows where the model keeps none), "
+                          "or explain one of those scores.")
     if score == "latent":
         return latent()
     if score in ("mse+latent", "relative+latent"):

@@ -56,6 +56,8 @@ class Fitted:
     knn_k: int | None = None           # neighbours averaged
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
+    forest: dict | None = None         # isolation forest on the training codes (aelab.forest.fit_forest)
+    term_stats: dict | None = None     # a fusion score's terms: {term: (training mean, std, sorted values)}
     calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
     calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
     fit_hashes: np.ndarray | None = None   # sorted 64-bit hashes of the fit rows (aelab.conformal.row_hashes)
@@ -162,6 +164,10 @@ class Fitted:
             stats["emission_log_density"] = torch.as_tensor(self.emission_log_density,
                                                             dtype=torch.float64).to(self.device)
             stats["preprocess"] = Preprocess.of(self).to(self.device)  # its own copy: a head may move it
+        if self.forest is not None:
+            stats["forest"] = self.forest
+        if self.term_stats is not None:
+            stats["term_stats"] = self.term_stats
         return stats
 
     def head_stats(self) -> dict:
@@ -175,7 +181,8 @@ class Fitted:
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
                 "knn_mean_sq": self.knn_mean_sq, "emission_log_density": self.emission_log_density,
-                "preprocess": Preprocess.of(self)}  # its own copy: a head may move it
+                "preprocess": Preprocess.of(self),  # its own copy: a head may move it
+                "forest": self.forest, "term_stats": self.term_stats}
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
@@ -209,6 +216,12 @@ class Fitted:
                   "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref,
                   "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes,
                   "emission_log_density": self.emission_log_density}
+        if self.forest is not None:
+            from .forest import TABLES
+
+            arrays.update({f"forest.{k}": self.forest[k] for k in TABLES})
+        for k, v in (self.term_stats or {}).items():
+            arrays[f"term_sorted.{k}"] = v[2]
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
         config = {
             "model": self.model_cfg.to_dict(), "scaler": self.scaler.config(),
@@ -220,6 +233,10 @@ class Fitted:
                 "knn_k": self.knn_k,
                 "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
+                **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
+                                                              "c": float(self.forest["c"])}}),
+                **({} if self.term_stats is None else {"term_stats": {k: [float(v[0]), float(v[1])] for k, v
+                                                                      in self.term_stats.items()}}),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
                 "contamination_estimate": self.contamination_estimate,
                 "feature_names": None if self.feature_names is None else list(self.feature_names),
@@ -246,7 +263,7 @@ class Fitted:
         model = build_model(model_cfg)
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(state, strict=True)
-        return cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
+        out = cls(layout=layout, scaler=scaler, model_cfg=model_cfg, model=model.to(device).eval(), device=device,
                    recon_kind=fitted["recon_kind"],
                    score=fitted.get("score") or resolve_score(anomaly_score, config["scaler"]["kind"],
                                                               table=kind == "table" and "knn_ref" in tensors),
@@ -258,6 +275,11 @@ class Fitted:
                    knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
                    knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
                    knn_mean_sq=fitted.get("knn_mean_sq"),
+                   forest=None if "forest" not in fitted else {
+                       **fitted["forest"], **{k[len("forest."):]: v.numpy() for k, v in tensors.items()
+                                              if k.startswith("forest.")}},
+                   term_stats=None if "term_stats" not in fitted else {
+                       k: (*v, tensors[f"term_sorted.{k}"].numpy()) for k, v in fitted["term_stats"].items()},
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
                    calibration_info=fitted.get("calibration") or {},
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
@@ -266,6 +288,10 @@ class Fitted:
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
                    contamination_estimate=fitted.get("contamination_estimate"),
                    feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
+        from .kinds import kind_of
+
+        kind_of(model_cfg).check_score(out.score, "this model")  # a damaged or foreign name: at load, not later
+        return out
 
 
 def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon_kind: str,
@@ -285,7 +311,8 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     from .comm import Comm
 
     comm = comm or Comm()
-    keep = not is_source(X) and not neighbour_score(score) and not (score in HEADS and HEADS[score].emission)
+    spec = HEADS[score]
+    keep = not is_source(X) and not neighbour_score(score) and not spec.emission and not spec.forest and not spec.terms
     direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
@@ -339,6 +366,15 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     shard of the n rows: each rank contributes its reference rows, in row order, and the
     returned mask covers the shard.
     """
+    ref, in_reference = reference_rows(X, to_net, n, seed, rows, comm)
+    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
+    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
+            "knn_mean_sq": float(d.square().mean())}, in_reference
+
+
+def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``rows`` training rows drawn by ``seed``, in the network's layout, flattened (float32; all ranks'
+    rows, in row order), and a boolean per row of this rank's shard marking the drawn rows."""
     from .comm import Comm
 
     comm = comm or Comm()
@@ -353,9 +389,57 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     else:
         ref = to_net(X[np.flatnonzero(in_reference)])
     ref = comm.concat(np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32))
-    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
-    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
-            "knn_mean_sq": float(d.square().mean())}, in_reference
+    return ref, in_reference
+
+
+@torch.no_grad()
+def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
+    """The isolation forest of the "iforest" scores (:func:`aelab.forest.fit_forest`), fitted on the codes of up
+    to :data:`aelab.forest.FOREST_ROWS` training rows drawn by ``seed`` (the same rows whether X is an array or
+    a streamed source, and on any number of ranks)."""
+    from .forest import FOREST_ROWS, fit_forest
+
+    ref, _ = reference_rows(X, fitted.to_net, n, seed, FOREST_ROWS, comm)
+    fitted.model.eval()
+    x = torch.from_numpy(ref).reshape(len(ref), *fitted.net_shape).to(fitted.device)
+    z = torch.cat([fitted.model(x[i : i + EVAL_ROWS], sample=False).z.float().cpu()
+                   for i in range(0, len(x), EVAL_ROWS)])
+    return fit_forest(z.numpy(), seed)
+
+
+#: training values kept per term for the rank fusions (all of them up to this many rows, else as many quantiles)
+TERM_SORTED_ROWS = 4096
+
+
+@torch.no_grad()
+def term_statistics(fitted: "Fitted", X, terms: tuple, owner: str, in_reference=None, comm=None) -> dict:
+    """{term: (mean, std, sorted values)} of the scores ``terms`` over the training rows X (this rank's shard;
+    gathered over ranks), a reference row's own zero neighbour distance left out (``in_reference``). The
+    sorted values are all of them up to :data:`TERM_SORTED_ROWS` rows, else that many evenly spaced quantiles."""
+    from .comm import Comm
+
+    comm = comm or Comm()
+    stats = fitted.head_stats()
+    heads = [build_head(t, stats).to(fitted.device).eval() for t in terms]
+    pos = [0]
+
+    def fn(x):
+        mask = None
+        if in_reference is not None:
+            mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
+            pos[0] += len(x)
+        out = fitted.model(x, sample=False)
+        return torch.stack([h(x, out, mask).double() for h in heads], 1)
+
+    values = comm.concat(fitted.map(X, fn, owner, np.float64).reshape(-1, len(terms)))
+    out = {}
+    for t, v in zip(terms, values.T):
+        mean, std = float(v.mean()) if len(v) else 1.0, float(v.std()) if len(v) else 1.0
+        v = np.sort(v)
+        if len(v) > TERM_SORTED_ROWS:
+            v = np.quantile(v, (np.arange(TERM_SORTED_ROWS) + 0.5) / TERM_SORTED_ROWS)
+        out[t] = (mean if mean > 0 else 1.0, std if std > 0 else 1.0, np.ascontiguousarray(v))
+    return out
 
 
 def check_latent(Z, latent_dim: int) -> np.ndarray:

@@ -13,6 +13,7 @@ The formulas, their constants and why they are what they are: :mod:`aelab.scorin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Sum", "HeadSpec", "HEADS", "register", "build_head",
-           "knn_distance", "mahalanobis", "latent_precision", "emission_weights", "emission_log_density",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Sum", "RankSum", "HeadSpec", "HEADS",
+           "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
+           "emission_weights", "emission_log_density",
            "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
@@ -260,6 +262,30 @@ class Emission(Head):
         return (w * self.log_density).sum(dim=1)
 
 
+class Forest(Head):
+    """Isolation in the code space: ``2^(-E[path] / c(psi))`` of the code under the isolation forest fitted on the
+    training codes (:mod:`aelab.forest`), in (0, 1). Its tables are buffers, so it runs in the ONNX graph."""
+
+    term = "iforest"
+
+    def __init__(self, tables: dict):
+        super().__init__()
+        from .forest import TABLES
+
+        for name in TABLES:
+            v = torch.as_tensor(tables[name])
+            self.register_buffer(name, v.to(torch.int64 if name in ("feature", "left", "right") else torch.float64))
+        self.depth = int(tables["depth"])
+        # -ln 2 / c(psi) as a float64 constant (a Python float would enter the ONNX graph as float32)
+        self.register_buffer("rate", torch.tensor(-math.log(2.0) / float(tables["c"]), dtype=torch.float64))
+
+    def forward(self, x, out, exclude=None):
+        from .forest import forest_path
+
+        path = forest_path(out.z, self.feature, self.threshold, self.left, self.right, self.value, self.depth)
+        return torch.exp(path * self.rate)
+
+
 class Variational(Head):
     """VAE scores: ``mu_norm`` (|mu|), ``kl`` (KL(q(z|x) || N(0, I))), ``elbo`` (negative ELBO, beta 1)."""
 
@@ -308,6 +334,37 @@ class Sum(Head):
         return self.combine(self.terms(x, out, exclude))
 
 
+class RankSum(Head):
+    """``sum_i F_i(head_i(x))``: a rank fusion, each term through its training CDF ``F_i`` (the share of
+    training values at or below it, from the sorted training values ``sorted_i``), in [0, terms]. Python
+    counts by binary search; an exported graph by comparing with every stored value (the same counts)."""
+
+    def __init__(self, parts: list[Head], sorted_values: list):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        for i, v in enumerate(sorted_values):
+            self.register_buffer(f"sorted_{i}", torch.as_tensor(v, dtype=torch.float64).reshape(-1))
+
+    def combine(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for i, h in enumerate(self.parts):
+            ref = getattr(self, f"sorted_{i}")
+            v = values[h.term].to(torch.float64)
+            if _exporting():
+                count = (v[:, None] >= ref[None, :]).to(torch.float64).sum(dim=1)
+            else:
+                count = torch.searchsorted(ref, v.contiguous(), right=True).to(torch.float64)
+            t = count / ref.shape[0]
+            total = t if total is None else total + t
+        return total
+
+    def terms(self, x, out, exclude=None):
+        return {h.term: h(x, out, exclude) for h in self.parts}
+
+    def forward(self, x, out, exclude=None):
+        return self.combine(self.terms(x, out, exclude))
+
+
 # ------------------------------------------------------------------ the registry
 @dataclass(frozen=True)
 class HeadSpec:
@@ -318,18 +375,39 @@ class HeadSpec:
     neighbours: bool = False   # needs reference rows kept at fit
     variational: bool = False  # needs a VAE
     emission: bool = False     # needs the emission density of the training images (image models keep one)
+    forest: bool = False       # needs the isolation forest fitted on the training codes
+    terms: tuple = ()          # a fusion: the scores it sums, each over its training statistics (term_stats)
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
 def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False,
-             emission: bool = False):
+             emission: bool = False, forest: bool = False, terms: tuple = ()):
     """Register ``build(stats) -> Head`` as the score ``name``."""
     def deco(build):
-        HEADS[name] = HeadSpec(build, fitted or neighbours or emission, neighbours, variational, emission)
+        HEADS[name] = HeadSpec(build, fitted or neighbours or emission or forest or bool(terms), neighbours,
+                               variational, emission, forest, tuple(terms))
         return build
     return deco
+
+
+def register_fusion(name: str, terms: tuple, rule: str = "std") -> None:
+    """Register ``name``: the sum of the registered scores ``terms``, each divided by its training standard
+    deviation (``rule="std"``: a standardised sum, up to a constant) or mean (``"mean"``), or each through its
+    training CDF (``"rank"``: :class:`RankSum`), from the fitted ``term_stats`` {term: (mean, std, sorted
+    values)} of the training rows (a reference row's own neighbour distance left out)."""
+    specs = [HEADS[t] for t in terms]
+
+    def build(s):
+        ts = s["term_stats"]
+        if rule == "rank":
+            return RankSum([build_head(t, s) for t in terms], [ts[t][2] for t in terms])
+        col = {"mean": 0, "std": 1}[rule]
+        return Sum([(build_head(t, s), 1, float(ts[t][col]), 1.0) for t in terms])
+
+    register(name, neighbours=any(h.neighbours for h in specs), forest=any(h.forest for h in specs),
+             terms=tuple(terms))(build)
 
 
 def _latent(s) -> Latent:
@@ -366,6 +444,9 @@ register("mse+knn", neighbours=True)(
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
 register("emission", emission=True)(lambda s: Emission(s["emission_log_density"], s["preprocess"]))
+register("iforest", forest=True)(lambda s: Forest(s["forest"]))
+#: every term of the family, each standardised by its training mean and spread (up to a constant)
+register_fusion("z:mse+latent+knn+iforest", ("mse", "latent", "knn", "iforest"))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
@@ -373,11 +454,16 @@ del _kind
 
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
-    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``)."""
+    ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``,
+    ``forest``: the tables of :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std)} of a fusion's terms)."""
     spec = HEADS.get(score)
     if spec is None:
         raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")
     stats = stats or {}
+    if spec.terms and not all(t in (stats.get("term_stats") or {}) for t in spec.terms):
+        raise ConfigError(f"score={score!r} needs the training statistics of its terms {spec.terms}, which a model "
+                          f"keeps when its default score is this sum. Fit with anomaly_score={score!r}, or pass "
+                          "another score.")
     if spec.neighbours and stats.get("knn_ref") is None:
         raise ConfigError(f"score={score!r} needs reference rows kept at fit, which a model keeps when its default "
                           "score uses neighbours (tables get one by default). Fit with "
@@ -386,6 +472,10 @@ def build_head(score: str, stats: dict | None = None) -> Head:
         raise ConfigError(f"score={score!r} needs the emission density of the training images, which a model "
                           "keeps when it is fitted on images; this one was fitted on a table (or saved by an "
                           "older aelab). Refit it on images, or pass another score.")
+    if spec.forest and stats.get("forest") is None:
+        raise ConfigError(f"score={score!r} needs the isolation forest fitted on the training codes, which a model "
+                          f"keeps when its default score uses it. Fit with anomaly_score={score!r}, or pass another "
+                          "score.")
     if spec.fitted and not spec.emission and stats.get("latent_mean") is None:
         raise ConfigError(f"score={score!r} needs the statistics fitted on the training data.")
     return spec.build(stats)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .conformal import fit_state
-from .fitted import Fitted, knn_reference, post_fit_statistics
+from .fitted import Fitted, forest_state, knn_reference, post_fit_statistics, term_statistics
+from .heads import HEADS
 from .scoring import knn_plan, neighbour_score
 
 __all__ = ["finish", "emission_density"]
@@ -67,10 +68,19 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
         rows, k = knn_plan(n, novelty)
         knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm)
         draft = draft.replace(**knn)
+    if draft.score in HEADS and HEADS[draft.score].forest:
+        draft = draft.replace(forest=forest_state(draft, local, n, knn_seed, comm=comm))
     st = post_fit_statistics(draft.model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                              draft.recon_kind, latent_gaussian, comm=comm)
     scores = st.pop("decision_scores")
     draft = draft.replace(**st)
+    if draft.score in HEADS and HEADS[draft.score].terms:
+        # a fusion: the training mean and spread of its terms, and of every other term the model can give
+        # (so that any fusion of them can be scored from this fit)
+        terms = ("mse", "latent") + (("knn",) if draft.knn_ref is not None else ()) + (
+            ("iforest",) if draft.forest is not None else ())
+        terms += tuple(t for t in HEADS[draft.score].terms if t not in terms)
+        draft = draft.replace(term_stats=term_statistics(draft, local, terms, owner, in_reference, comm))
     if scores is None:  # a streamed source with a fitted score, or a neighbour score: a second pass
         scores = comm.concat(draft.scores(local, draft.score, owner, in_reference))
     draft = draft.replace(decision_scores=scores,

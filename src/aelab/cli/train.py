@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="estimator parameters in a .toml, .yaml or .json file")
     p.add_argument("--novelty", action="store_true",
                    help="DATA holds normal samples only (clean training data): no trimmed loss, and tables get "
-                        "the score mse+knn; without it DATA may hide anomalies")
+                        "the score knn; without it DATA may hide anomalies")
     p.add_argument("--input-kind", choices=("auto", "table", "image"),
                    help="how to read DATA: 'auto' (default) reads 3-D arrays whose values look like pixels "
                         "(uint8, in [0, 1], or whole numbers in [0, 255]) and non-negative 3-D arrays of at "
