@@ -196,14 +196,10 @@ class Fitted:
         """Scores of every row of X; ``in_reference`` (training data only): a boolean per row marking the
         reference rows of the "knn" scores, which must not count themselves as their own neighbour."""
         head = self.head(score)
-        pos = [0]
+        mask_of = reference_masks(in_reference)
 
         def fn(x):
-            mask = None
-            if in_reference is not None:
-                mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
-                pos[0] += len(x)
-            return head(x, self.model(x, sample=False), mask)
+            return head(x, self.model(x, sample=False), mask_of(x))
 
         return self.map(X, fn, owner, np.float64)
 
@@ -392,6 +388,22 @@ def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None) -> tuple[
     return ref, in_reference
 
 
+def reference_masks(in_reference: np.ndarray | None):
+    """``mask_of(x)``: for the batches of one in-order pass over the training rows, the slice of
+    ``in_reference`` (a boolean per row: a reference row of the "knn" scores) that marks the batch's rows,
+    on its device; None throughout when there is no such mask."""
+    pos = [0]
+
+    def mask_of(x: torch.Tensor):
+        if in_reference is None:
+            return None
+        mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
+        pos[0] += len(x)
+        return mask
+
+    return mask_of
+
+
 @torch.no_grad()
 def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
     """The isolation forest of the "iforest" scores (:func:`aelab.forest.fit_forest`), fitted on the codes of up
@@ -421,14 +433,10 @@ def term_statistics(fitted: "Fitted", X, terms: tuple, owner: str, in_reference=
     comm = comm or Comm()
     stats = fitted.head_stats()
     heads = [build_head(t, stats).to(fitted.device).eval() for t in terms]
-    pos = [0]
+    mask_of = reference_masks(in_reference)
 
     def fn(x):
-        mask = None
-        if in_reference is not None:
-            mask = torch.from_numpy(in_reference[pos[0] : pos[0] + len(x)]).to(x.device)
-            pos[0] += len(x)
-        out = fitted.model(x, sample=False)
+        out, mask = fitted.model(x, sample=False), mask_of(x)
         return torch.stack([h(x, out, mask).double() for h in heads], 1)
 
     values = comm.concat(fitted.map(X, fn, owner, np.float64).reshape(-1, len(terms)))

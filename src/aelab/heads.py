@@ -24,7 +24,7 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Sum", "RankSum", "HeadSpec", "HEADS",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Fusion", "Sum", "RankSum", "HeadSpec", "HEADS",
            "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
            "emission_weights", "emission_log_density",
            "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT"]
@@ -306,7 +306,21 @@ class Variational(Head):
         return s.to(torch.float64)
 
 
-class Sum(Head):
+class Fusion(Head):
+    """A score made of other heads' values: ``combine`` (the one formula, given the terms' values by name)
+    applied to ``terms`` (each part's value on this batch)."""
+
+    def combine(self, values: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def terms(self, x, out, exclude=None):
+        return {h.term: h(x, out, exclude) for h in self.parts}
+
+    def forward(self, x, out, exclude=None):
+        return self.combine(self.terms(x, out, exclude))
+
+
+class Sum(Fusion):
     """``sum_i weight_i * head_i(x)^power_i / scale_i``: a combined score, each term relative to its
     training mean (so the terms weigh alike)."""
 
@@ -327,14 +341,8 @@ class Sum(Head):
             total = t if total is None else total + t
         return total
 
-    def terms(self, x, out, exclude=None):
-        return {h.term: h(x, out, exclude) for h in self.parts}
 
-    def forward(self, x, out, exclude=None):
-        return self.combine(self.terms(x, out, exclude))
-
-
-class RankSum(Head):
+class RankSum(Fusion):
     """``sum_i F_i(head_i(x))``: a rank fusion, each term through its training CDF ``F_i`` (the share of
     training values at or below it, from the sorted training values ``sorted_i``), in [0, terms]. Python
     counts by binary search; an exported graph by comparing with every stored value (the same counts)."""
@@ -357,12 +365,6 @@ class RankSum(Head):
             t = count / ref.shape[0]
             total = t if total is None else total + t
         return total
-
-    def terms(self, x, out, exclude=None):
-        return {h.term: h(x, out, exclude) for h in self.parts}
-
-    def forward(self, x, out, exclude=None):
-        return self.combine(self.terms(x, out, exclude))
 
 
 # ------------------------------------------------------------------ the registry
