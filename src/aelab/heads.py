@@ -24,8 +24,8 @@ from torch import nn
 from . import losses
 from .exceptions import ConfigError
 
-__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Fusion", "Sum", "RankSum", "HeadSpec", "HEADS",
-           "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
+__all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Fusion", "Sum", "RankSum", "HeadSpec",
+           "HEADS", "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
            "emission_weights", "emission_log_density",
            "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT"]
 
@@ -457,7 +457,8 @@ del _kind
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
     ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``,
-    ``forest``: the tables of :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std)} of a fusion's terms)."""
+    ``forest``: the tables of :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std,
+    sorted values)} of a fusion's terms)."""
     spec = HEADS.get(score)
     if spec is None:
         raise ConfigError(f"score={score!r} is not known; expected one of {tuple(HEADS)}.")
