@@ -186,6 +186,11 @@ def test_a_rank_fusion_sums_the_training_cdfs_and_exports(fused, data, monkeypat
     # may fall either side of: one count per term at most; fresh rows lie nowhere near a stored value
     assert np.abs(onnx[:40] - got[:40]).max() <= 3 / len(X) + 1e-12
     np.testing.assert_allclose(onnx[40:], got[40:], atol=1e-12)
+    # the Shapley sampler scores its path points with the head's own formula (the neighbour term swapped in)
+    from aelab.shapley import _PointScorer
+
+    points = f.to_net(T[40:]).reshape(len(T) - 40, -1)
+    np.testing.assert_allclose(_PointScorer(f, "r:test", f.score_stats())(points), got[40:], atol=1e-12)
 
 
 def test_explain_error_method_refuses_the_forest_and_shapley_explains_it(fused, data):

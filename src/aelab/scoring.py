@@ -74,7 +74,7 @@ from __future__ import annotations
 import torch
 
 from .exceptions import ConfigError
-from .heads import (HEADS, KNN_WEIGHT, LATENT_RIDGE, RELATIVE_EPS, Sum, build_head, knn_distance,  # noqa: F401
+from .heads import (HEADS, KNN_WEIGHT, LATENT_RIDGE, RELATIVE_EPS, Fusion, Sum, build_head, knn_distance,  # noqa: F401
                     latent_precision, mahalanobis, relative_error)
 
 # the score names by what they need, read from the registry of heads (a new head is listed by registering it)
@@ -186,9 +186,10 @@ def score_batch(model, x: torch.Tensor, score: str, recon_kind: str = "mse", sta
 
 def knn_combined(score: str, dk: torch.Tensor, out, x: torch.Tensor, stats: dict) -> torch.Tensor:
     """One of :data:`KNN_SCORES` from a given neighbour distance ``dk`` (float64), the model's output and ``stats``:
-    the head's own formula (:meth:`aelab.heads.Sum.combine`) with ``dk`` as its neighbour term."""
+    the head's own formula (``combine`` of :class:`aelab.heads.Fusion`: a sum or a rank fusion) with ``dk`` as
+    its neighbour term."""
     head = build_head(score, stats).to(x.device)
-    if not isinstance(head, Sum):
+    if not isinstance(head, Fusion):
         return dk
     values = {h.term: dk if h.term == "knn" else h(x, out) for h in head.parts}
     return head.combine(values)
