@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import aelab
+from aelab.defaults import N_PERMUTATIONS
 from aelab.explain import NEAREST_IMAGES
 
 HERE = Path(__file__).parent
@@ -202,7 +203,7 @@ def main(argv=None):
     ap.add_argument("--factor-rows", type=int, default=300)
     ap.add_argument("--real-rows", type=int, default=300)
     ap.add_argument("--mnist-rows", type=int, default=100)
-    ap.add_argument("--permutations", type=int, default=16)
+    ap.add_argument("--permutations", type=int, default=N_PERMUTATIONS)
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--real", default="adbench_classical/6_cardio.npz")
     ap.add_argument("--out", default=str(HERE / "results" / "explain.json"))

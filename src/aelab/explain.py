@@ -74,6 +74,7 @@ import numpy as np
 import torch
 
 from . import losses
+from .defaults import N_PERMUTATIONS
 from .exceptions import ConfigError, DataError
 from .heads import HEADS, build_head
 from .kinds import kind_of
@@ -302,7 +303,7 @@ def _pixel_shares(f, X, owner: str, groups: np.ndarray, G: int) -> np.ndarray:
 
 
 def explain(estimator, X, method: str = "auto", background=None, *, score: str | None = None, patch="auto",
-            n_permutations: int = 16, nearest: int | str | None = "auto", dependence: str = "auto",
+            n_permutations: int = N_PERMUTATIONS, nearest: int | str | None = "auto", dependence: str = "auto",
             random_state=0) -> Explanation:
     """Contributions of every input value of every row of X to its anomaly score.
 
@@ -312,7 +313,7 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     models without them need it). ``score``: the score to explain (default: the model's).
     ``patch``: images, pixels per side of the square patches whose Shapley values are
     sampled ("auto": about 64 patches). ``n_permutations``: sampled permutations per row
-    (in antithetic pairs). ``nearest``: Shapley values of each row against only its ``nearest``
+    (in antithetic pairs; default :data:`N_PERMUTATIONS`, 64). ``nearest``: Shapley values of each row against only its ``nearest``
     background rows (the most similar training rows; rows equal to it left out) instead of all, so
     the base value is one per row; "auto" (default): 20 for images (a digit is compared with the digits most
     like it), all rows (None) for tables. ``dependence``: how "shapley" fills the inputs outside a coalition:

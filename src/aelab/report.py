@@ -293,7 +293,7 @@ def why_flagged(estimator: Any, X: Any, scores: np.ndarray, n: int = 5, top: int
         threshold = getattr(estimator, "threshold_", None)
         calm = np.flatnonzero(scores < threshold)[:200] if threshold is not None else np.zeros(0, int)
         background = X[calm] if len(calm) >= 20 else None
-    e = estimator.explain(X[rows], background=background, n_permutations=16)
+    e = estimator.explain(X[rows], background=background)
     how = f"{e.method} ({e.algorithm}"
     how += ", exact)" if e.exact else ", sampled)"
     text = (f"The {len(rows)} most anomalous rows and the inputs behind their scores, by {how}: each row's "

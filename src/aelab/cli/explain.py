@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import N_PERMUTATIONS
 from ..exceptions import ConfigError, DataError
 from ._common import add_command, add_data, add_model, load_model, positive_int, read_data, say
 
@@ -44,8 +45,8 @@ def register(sub) -> None:
                    help="how 'shapley' fills the features outside a coalition: 'gaussian' (moved with the others "
                         "along the training rows' correlations; tables' default) or 'independent' (taken from a "
                         "training row as it is; images' default)")
-    p.add_argument("--permutations", type=positive_int, default=16, metavar="N",
-                   help="sampled permutations per row where Shapley values are sampled (default 16)")
+    p.add_argument("--permutations", type=positive_int, default=N_PERMUTATIONS, metavar="N",
+                   help=f"sampled permutations per row where Shapley values are sampled (default {N_PERMUTATIONS})")
 
 
 def parse_rows(text: str, n: int, scores: np.ndarray, threshold: float) -> np.ndarray:
