@@ -37,8 +37,8 @@ def test_jet_images_are_images_and_collider_objects_stay_tables(caplog):
     with caplog.at_level(logging.INFO, logger="aelab"):
         est = aelab.PCA(n_components=2).fit(jets)
     assert est.input_kind_ == "image" and "intensity images" in caplog.text and "(60, 40, 40)" in caplog.text
-    assert est.scaler_.config() == {"kind": "pixel", "per_feature": True, "pre": "sum+sqrt"}
-    assert est.score_ == "emission"
+    assert est.scaler_.config() == {"kind": "pixel", "per_feature": True, "pre": "sqrt"}
+    assert est.score_ == "emission+spectrum"
     for features in (3, 4):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="aelab"):
@@ -134,7 +134,7 @@ def test_streamed_jet_images_give_the_same_preprocessing(tmp_path):
     mem = aelab.PCA(**kw).fit(X)
     with aelab.io.open_array(tmp_path / "x.npy", chunk_rows=70) as src:
         streamed = aelab.PCA(**kw).fit(src)
-    assert streamed.input_kind_ == mem.input_kind_ == "image" and streamed.scaler_.pre == "sum+sqrt"
+    assert streamed.input_kind_ == mem.input_kind_ == "image" and streamed.scaler_.pre == "sqrt"
     np.testing.assert_allclose(streamed.scaler_.offset, mem.scaler_.offset, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(streamed.scaler_.scale, mem.scaler_.scale, rtol=1e-6)
     np.testing.assert_allclose(streamed.decision_function(X), mem.decision_function(X), rtol=1e-4)

@@ -208,8 +208,9 @@ class Autoencoder(_Base):
         they are uint8 or all in [0, 1], and standardised per column otherwise.
     intensity : {"auto", "none", "sum", "sqrt", "log1p", "sum+sqrt", "sum+log1p"}
         Per-sample steps before the scaler: "sum" divides each sample by its total
-        intensity, "sqrt" / "log1p" compress the range. "auto": "sum+sqrt" for intensity
-        images, "none" otherwise. Saved with the model and part of the exported ONNX graph.
+        intensity, "sqrt" / "log1p" compress the range. "auto": "sqrt" for intensity
+        images (the default score reads each image's own intensities back), "none" otherwise.
+        Saved with the model and part of the exported ONNX graph.
     novelty : bool, default False
         True states that the training data are clean (normal samples only), as in
         scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they

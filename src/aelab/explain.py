@@ -228,7 +228,7 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
     if score in ("mse", "mae", "relative"):
         return rec(score)
     if score in HEADS and HEADS[score].emission:  # w_j (-log p_j): the pixel's own term, no network
-        return build_head(score, stats).to(x.device).contributions(x)
+        return build_head(score, stats).to(x.device).contributions(x)  # (a sum of them: each term's own)
     if score not in ERROR_SCORES and not HEADS[score].variational:
         raise ConfigError(f"score={score!r} has no exact per-input split (the 'error' method covers {ERROR_SCORES}); "
                           "explain it with method='shapley' (pass background rows where the model keeps none), "

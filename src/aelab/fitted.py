@@ -65,6 +65,7 @@ class Fitted:
     contamination_estimate: float | None = None  # contamination="auto": the estimated share of anomalies
     feature_names: tuple | None = None  # column names seen at fit (all strings), checked at scoring
     emission_log_density: np.ndarray | None = None  # images: -log blurred share of training images lighting each pixel
+    spectrum: tuple | None = None  # images: (-log p_jk (pixels, bins), lo, width) of "spectrum" (aelab.heads.Spectrum)
     _heads: dict = field(default_factory=dict, init=False, repr=False)  # score -> its head, built once
 
     # ------------------------------------------------------------------ derived values
@@ -164,6 +165,9 @@ class Fitted:
             stats["emission_log_density"] = torch.as_tensor(self.emission_log_density,
                                                             dtype=torch.float64).to(self.device)
             stats["preprocess"] = Preprocess.of(self).to(self.device)  # its own copy: a head may move it
+        if self.spectrum is not None:
+            stats["spectrum"] = (torch.as_tensor(self.spectrum[0], dtype=torch.float64).to(self.device),
+                                 *self.spectrum[1:])
         if self.forest is not None:
             stats["forest"] = self.forest
         if self.term_stats is not None:
@@ -181,6 +185,7 @@ class Fitted:
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
                 "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
                 "knn_mean_sq": self.knn_mean_sq, "emission_log_density": self.emission_log_density,
+                "spectrum": self.spectrum,
                 "preprocess": Preprocess.of(self),  # its own copy: a head may move it
                 "forest": self.forest, "term_stats": self.term_stats}
 
@@ -211,7 +216,8 @@ class Fitted:
                   "decision_scores": self.decision_scores, "latent_mean": self.latent_mean,
                   "latent_cov": self.latent_cov, "recon_means": self.recon_means, "knn_ref": self.knn_ref,
                   "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes,
-                  "emission_log_density": self.emission_log_density}
+                  "emission_log_density": self.emission_log_density,
+                  "spectrum_log_density": None if self.spectrum is None else self.spectrum[0]}
         if self.forest is not None:
             from .forest import TABLES
 
@@ -231,6 +237,8 @@ class Fitted:
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
                 **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
                                                               "c": float(self.forest["c"])}}),
+                **({} if self.spectrum is None else {"spectrum": {"lo": float(self.spectrum[1]),
+                                                                  "width": float(self.spectrum[2])}}),
                 **({} if self.term_stats is None else {"term_stats": {k: [float(v[0]), float(v[1])] for k, v
                                                                       in self.term_stats.items()}}),
                 "calibration": self.calibration_info, "fit_hash_stride": int(self.fit_hash_stride),
@@ -281,6 +289,8 @@ class Fitted:
                    fit_hashes=tensors["fit_row_hashes"].numpy() if "fit_row_hashes" in tensors else None,
                    emission_log_density=(tensors["emission_log_density"].numpy()
                                          if "emission_log_density" in tensors else None),
+                   spectrum=None if "spectrum" not in fitted or "spectrum_log_density" not in tensors else (
+                       tensors["spectrum_log_density"].numpy(), fitted["spectrum"]["lo"], fitted["spectrum"]["width"]),
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
                    contamination_estimate=fitted.get("contamination_estimate"),
                    feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)

@@ -26,14 +26,19 @@ from .exceptions import ConfigError
 
 __all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Fusion", "Sum", "RankSum", "HeadSpec",
            "HEADS", "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
-           "emission_weights", "emission_log_density",
-           "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT"]
+           "Spectrum", "emission_weights", "emission_log_density", "spectrum_log_density",
+           "RELATIVE_EPS", "LATENT_RIDGE", "KNN_WEIGHT", "EMISSION_BLUR", "EMISSION_LIT", "SPECTRUM_BINS",
+           "SPECTRUM_BLUR", "SPECTRUM_TAIL", "SPECTRUM_MIN_WIDTH"]
 
 RELATIVE_EPS = 1e-6  # per feature, added to sum_j x_j^2 in "relative"
 LATENT_RIDGE = 1e-6  # times trace(C) / k, added to the diagonal of the code covariance
 KNN_WEIGHT = 4.0     # weight of the squared distance in "mse+knn" (tuning half of benchmarks/tabular.py)
 EMISSION_BLUR = 0.05  # "emission": Gaussian blur of the occupancy map, sigma in units of the image side (2 px of 40)
 EMISSION_LIT = 1e-5   # "emission": a pixel is lit when its intensity exceeds this share of the image's brightest
+SPECTRUM_BINS = 12    # "spectrum": equal bins of log intensity over the training lit pixels' range
+SPECTRUM_BLUR = 1.0   # "spectrum": Gaussian blur along the intensity axis, sigma in bins (space: EMISSION_BLUR)
+SPECTRUM_TAIL = 1e-3  # "spectrum": the bins span the training emissions' log intensities between these quantiles
+SPECTRUM_MIN_WIDTH = 1e-3  # "spectrum": the narrowest bin, in log intensity (a 0.1% change of intensity)
 
 
 # ------------------------------------------------------------------ the arithmetic, once
@@ -226,6 +231,35 @@ def emission_log_density(lit_counts, n: int, grid_axes: tuple[int, int], shape: 
     return -np.log(p.reshape(-1))
 
 
+def spectrum_log_density(counts, n: int, grid_axes: tuple[int, int], shape: tuple) -> np.ndarray:
+    """``-log p_jk`` (flattened pixels x (K + 2), float64) from the number of training images that light pixel j
+    with a log intensity in bin k (``counts``, (prod(shape), K + 2): bin 0 below the range, bins 1..K its
+    :data:`SPECTRUM_BINS` equal parts, bin K + 1 above it; the range holds all but the
+    :data:`SPECTRUM_TAIL` of the training emissions at either end): ``p_jk = (count_jk + 0.5) / (n + 1)``,
+    blurred in space as :func:`emission_log_density` and, within the range, by :data:`SPECTRUM_BLUR` bins
+    along the intensity axis. Hardly any training emission lies outside the range, so an emission dimmer or
+    brighter than (nearly) all seen gets about the floor ``0.5 / (n + 1)``, as a pixel never lit does in
+    "emission"."""
+    counts = np.asarray(counts, np.float64)
+    p = ((counts + 0.5) / (n + 1)).reshape(*shape, counts.shape[-1])
+    sigma = EMISSION_BLUR * float(np.mean([shape[a] for a in grid_axes]))
+    for a in grid_axes:
+        p = _blur_axis(p, a, sigma)
+    p[..., 1:-1] = _blur_axis(p[..., 1:-1], p.ndim - 1, SPECTRUM_BLUR)
+    return -np.log(p.reshape(-1, counts.shape[-1]))
+
+
+def spectrum_bins(v: torch.Tensor, lo: torch.Tensor, width: torch.Tensor, k: int) -> torch.Tensor:
+    """The intensity bin (int64) of every value of ``v`` (float64): ``1 + floor((log v - lo) / width)`` within
+    the range (``k`` bins from ``lo``; its upper edge in the last), 0 below it, ``k + 1`` above it
+    (a margin of 1e-6 bin either side, so that float rounding never moves a value on an edge out); NaN above."""
+    t = (torch.log(v.clamp(min=1e-300)) - lo) / width
+    t = torch.where(torch.isnan(t), torch.full_like(t, k + 1.0), t)
+    inside = torch.clamp(torch.floor(t), 0, k - 1) + 1
+    return torch.where(t < -1e-6, torch.zeros_like(t), torch.where(t > k + 1e-6, torch.full_like(t, k + 1), inside)
+                       ).to(torch.int64)
+
+
 class Emission(Head):
     """Where an image's intensity lies, against where the training images light pixels.
 
@@ -250,16 +284,49 @@ class Emission(Head):
         """Network input -> intensities per pixel, flattened in the user's layout (float64)."""
         return self.prep.inverse(x).reshape(x.shape[0], -1).to(torch.float64)
 
+    def surprise(self, v: torch.Tensor) -> torch.Tensor:
+        """``-log p`` of every pixel of the intensities ``v`` (m, D): here where it is, whatever its value."""
+        return self.log_density
+
     def contributions(self, x: torch.Tensor) -> torch.Tensor:
         """``w_j (-log p_j)`` per network input (m, D) float64, in the network's layout: they sum to the score."""
-        c = emission_weights(self.intensities(x))[0] * self.log_density
+        v = self.intensities(x)
+        c = emission_weights(v)[0] * self.surprise(v)
         if self.prep.channels_last:  # the user's (h, w, c) order -> the network's (c, h, w)
-            c = c.reshape(-1, *self.prep.image_shape).permute(0, 3, 1, 2)
+            c = c.reshape(-1, *self.prep.input_shape).permute(0, 3, 1, 2)
         return c.reshape(x.shape[0], -1)
 
     def forward(self, x, out, exclude=None):
-        w, _ = emission_weights(self.intensities(x))
-        return (w * self.log_density).sum(dim=1)
+        v = self.intensities(x)
+        w, _ = emission_weights(v)
+        return (w * self.surprise(v)).sum(dim=1)
+
+
+class Spectrum(Emission):
+    """Where an image is lit *and how brightly*, against the training images.
+
+    ``sum_j w_j (-log p_j,k(j))``, with the weights of :class:`Emission` and ``p_jk`` the blurred
+    share of training images that light pixel j with a log intensity in bin k
+    (:func:`spectrum_log_density`; :data:`SPECTRUM_BINS` equal bins over the training lit
+    pixels' range of log intensity, ``lo`` their lower edge, ``width`` their width, and one bin
+    either side of the range). The
+    emission density asks where; this one asks where and how hard, the joint density of the
+    emissions' position and intensity (on a Lund plane: the angle, kt and momentum of each
+    splitting). Not invariant to a change of brightness, unlike "emission".
+    """
+
+    term = "spectrum"
+
+    def __init__(self, log_density, lo: float, width: float, prep: nn.Module):
+        log_density = torch.as_tensor(log_density, dtype=torch.float64)
+        super().__init__(log_density.reshape(-1), prep)
+        self.k = int(log_density.shape[-1]) - 2  # the bins within the range
+        self.register_buffer("lo", torch.tensor(float(lo), dtype=torch.float64))
+        self.register_buffer("width", torch.tensor(float(width), dtype=torch.float64))
+        self.register_buffer("offsets", torch.arange(log_density.shape[0], dtype=torch.int64) * (self.k + 2))
+
+    def surprise(self, v: torch.Tensor) -> torch.Tensor:
+        return self.log_density[spectrum_bins(v, self.lo, self.width, self.k) + self.offsets]
 
 
 class Forest(Head):
@@ -341,6 +408,18 @@ class Sum(Fusion):
             total = t if total is None else total + t
         return total
 
+    @property
+    def splits(self) -> bool:
+        """True when every term is a per-input sum (has ``contributions``) taken to the first power."""
+        return all(hasattr(h, "contributions") and p == 1 for h, p in zip(self.parts, self.power))
+
+    def contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """Per network input (m, D), float64, summing to the score: the terms' own splits, weighted as the sum
+        weighs them (only where :attr:`splits`)."""
+        if not self.splits:
+            raise ConfigError("this sum has a term that is not a per-input sum; it has no exact per-input split.")
+        return sum(h.contributions(x) * (w / s) for h, s, w in zip(self.parts, self.scale, self.weight))
+
 
 class RankSum(Fusion):
     """``sum_i F_i(head_i(x))``: a rank fusion, each term through its training CDF ``F_i`` (the share of
@@ -409,7 +488,7 @@ def register_fusion(name: str, terms: tuple, rule: str = "std") -> None:
         return Sum([(build_head(t, s), 1, float(ts[t][col]), 1.0) for t in terms])
 
     register(name, neighbours=any(h.neighbours for h in specs), forest=any(h.forest for h in specs),
-             terms=tuple(terms))(build)
+             emission=any(h.emission for h in specs), terms=tuple(terms))(build)
 
 
 def _latent(s) -> Latent:
@@ -446,9 +525,13 @@ register("mse+knn", neighbours=True)(
 register("mse+latent+knn", neighbours=True)(
     lambda s: Sum([_relative_to_mean(s, "mse"), _latent_over_dim(s), (_knn(s), 1, s["knn_mean"], 1.0)]))
 register("emission", emission=True)(lambda s: Emission(s["emission_log_density"], s["preprocess"]))
+register("spectrum", emission=True)(lambda s: Spectrum(*s["spectrum"], s["preprocess"]))
 register("iforest", forest=True)(lambda s: Forest(s["forest"]))
 #: every term of the family, each standardised by its training mean and spread (up to a constant)
 register_fusion("z:mse+latent+knn+iforest", ("mse", "latent", "knn", "iforest"))
+#: intensity images (jet images): where the image is lit plus where and how brightly, each over its training
+#: spread; the default for intensity images (aelab.scoring.DEFAULT_INTENSITY_SCORE, benchmarks/jets.py)
+register_fusion("emission+spectrum", ("emission", "spectrum"))
 for _kind in ("mu_norm", "kl", "elbo"):
     register(_kind, variational=True)(lambda s, _k=_kind: Variational(_k, s.get("recon_kind", "mse")))
 del _kind
@@ -475,6 +558,10 @@ def build_head(score: str, stats: dict | None = None) -> Head:
         raise ConfigError(f"score={score!r} needs the emission density of the training images, which a model "
                           "keeps when it is fitted on images; this one was fitted on a table (or saved by an "
                           "older aelab). Refit it on images, or pass another score.")
+    if "spectrum" in (score, *spec.terms) and stats.get("spectrum") is None:
+        raise ConfigError(f"score={score!r} needs the training images' density of lit pixels by intensity, which an "
+                          "image model keeps from this version of aelab on; this one was saved by an older aelab. "
+                          "Refit it, or pass score='emission'.")
     if spec.forest and stats.get("forest") is None:
         raise ConfigError(f"score={score!r} needs the isolation forest fitted on the training codes, which a model "
                           f"keeps when its default score uses it. Fit with anomaly_score={score!r}, or pass another "

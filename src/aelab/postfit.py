@@ -25,25 +25,82 @@ from .scoring import knn_plan, neighbour_score
 __all__ = ["finish", "emission_density"]
 
 
-def emission_density(draft: Fitted, local, owner: str, comm) -> np.ndarray:
-    """The "emission" score's ``-log p_j`` (:func:`aelab.heads.emission_log_density`) of an image model: one
-    pass over this rank's training rows, each mapped back to intensities as the head maps it, the counts
-    of lit pixels added over ranks."""
-    from .heads import emission_log_density, emission_weights
+def _spectrum_range(fine: np.ndarray, lo: float, hi: float, k: int) -> tuple[float, float]:
+    """(lower edge, width) of the "spectrum" bins from the histogram ``fine`` of the training emissions' log
+    intensities over [lo, hi]: the range between the :data:`~aelab.heads.SPECTRUM_TAIL` quantiles (so that a
+    few outlying training emissions do not stretch the bins of all the others), its ``k`` bins at least
+    :data:`~aelab.heads.SPECTRUM_MIN_WIDTH` wide (centred on the range: a range of one repeated value,
+    whose float rounding would otherwise be sliced into bins)."""
+    from .heads import SPECTRUM_MIN_WIDTH, SPECTRUM_TAIL
+
+    if not np.isfinite(lo) or fine.sum() == 0:  # nothing lit anywhere
+        return 0.0, 1.0
+    edges = np.linspace(lo, hi, len(fine) + 1)
+    cdf = np.cumsum(fine) / fine.sum()
+    a = edges[int(np.searchsorted(cdf, SPECTRUM_TAIL, side="right"))]
+    b = edges[int(np.searchsorted(cdf, 1.0 - SPECTRUM_TAIL, side="left")) + 1]
+    width = (b - a) / k
+    if width < SPECTRUM_MIN_WIDTH:
+        width = SPECTRUM_MIN_WIDTH
+        a = 0.5 * (a + b) - 0.5 * k * width
+    return float(a), float(width)
+
+
+def emission_density(draft: Fitted, local, owner: str, comm) -> dict:
+    """The densities of the "emission" and "spectrum" scores of an image model, as ``Fitted`` fields:
+    ``emission_log_density`` (:func:`aelab.heads.emission_log_density`) and ``spectrum`` (its ``-log p_jk``,
+    :func:`aelab.heads.spectrum_log_density`, with the lower edge and width of the bins of log intensity).
+    Three passes over this rank's training rows, each mapped back to intensities as the heads map it, no
+    network: the lit pixels and the extremes of their log intensity; a fine histogram of those (for the
+    range of the bins, :func:`_spectrum_range`); the lit pixels per intensity bin. Counts are added and
+    extremes merged over ranks, so that every rank and every path gets the same densities."""
+    from .heads import (SPECTRUM_BINS, emission_log_density, emission_weights, spectrum_bins,
+                        spectrum_log_density)
 
     prep = draft.preprocess
     shape = tuple(draft.layout.input_shape)
-    acc = {"lit": np.zeros(int(np.prod(shape))), "n": 0}
+    D, K, F = int(np.prod(shape)), SPECTRUM_BINS, 4096
+    acc = {"lit": np.zeros(D), "n": 0, "lo": np.inf, "hi": -np.inf, "fine": np.zeros(F),
+           "hist": np.zeros(D * (K + 2))}
+
+    def lit_of(x):
+        v = prep.inverse(x.cpu()).reshape(x.shape[0], -1).to(torch.float64)
+        return v, emission_weights(v)[1]
 
     def count(x):
-        _, lit = emission_weights(prep.inverse(x.cpu()).reshape(x.shape[0], -1))
+        v, lit = lit_of(x)
         acc["lit"] = acc["lit"] + lit.sum(dim=0, dtype=torch.float64).numpy()
         acc["n"] += x.shape[0]
+        if lit.any():
+            lv = torch.log(v[lit])
+            acc["lo"], acc["hi"] = min(acc["lo"], float(lv.min())), max(acc["hi"], float(lv.max()))
 
     draft.map(local, count, owner)
     lit, n = comm.sum(acc["lit"]), int(comm.sum(np.asarray([acc["n"]], np.float64))[0])
+    ranges = comm.gather((acc["lo"], acc["hi"]))
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def fine(x):
+        v, lit = lit_of(x)
+        if lit.any():
+            t = ((torch.log(v[lit]) - lo) / max(hi - lo, 1e-300) * F).floor().clamp(0, F - 1).to(torch.int64)
+            acc["fine"] = acc["fine"] + torch.bincount(t, minlength=F).to(torch.float64).numpy()
+
+    if np.isfinite(lo):
+        draft.map(local, fine, owner)
+    low, width = _spectrum_range(comm.sum(acc["fine"]), lo, hi, K)
+    lo_t, width_t = torch.tensor(low, dtype=torch.float64), torch.tensor(width, dtype=torch.float64)
+
+    def histogram(x):
+        v, lit = lit_of(x)
+        where = (spectrum_bins(v, lo_t, width_t, K) + torch.arange(D, dtype=torch.int64) * (K + 2))[lit]
+        acc["hist"] = acc["hist"] + torch.bincount(where, minlength=D * (K + 2)).to(torch.float64).numpy()
+
+    draft.map(local, histogram, owner)
+    hist = comm.sum(acc["hist"]).reshape(D, K + 2)
     grid = (0, 1) if len(shape) == 2 or draft.layout.channels_last else (len(shape) - 2, len(shape) - 1)
-    return emission_log_density(lit, n, grid, shape)
+    return {"emission_log_density": emission_log_density(lit, n, grid, shape),
+            "spectrum": (spectrum_log_density(hist, n, grid, shape), low, width)}
 
 
 def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes: list, contamination,
@@ -62,8 +119,8 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
     held-out rows that may not calibrate (see :func:`aelab.conformal.fit_state`).
     """
     in_reference = None
-    if draft.layout.kind == "image":  # the "emission" score's density (the default score of intensity images)
-        draft = draft.replace(emission_log_density=emission_density(draft, local, owner, comm))
+    if draft.layout.kind == "image":  # the densities of "emission" and "spectrum" (the default of intensity images)
+        draft = draft.replace(**emission_density(draft, local, owner, comm))
     if neighbour_score(draft.score):
         rows, k = knn_plan(n, novelty)
         knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm)
@@ -78,7 +135,8 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
         # a fusion: the training mean and spread of its terms, and of every other term the model can give
         # (so that any fusion of them can be scored from this fit)
         terms = ("mse", "latent") + (("knn",) if draft.knn_ref is not None else ()) + (
-            ("iforest",) if draft.forest is not None else ())
+            ("iforest",) if draft.forest is not None else ()) + (
+            ("emission", "spectrum") if draft.spectrum is not None else ())
         terms += tuple(t for t in HEADS[draft.score].terms if t not in terms)
         draft = draft.replace(term_stats=term_statistics(draft, local, terms, owner, in_reference, comm))
     if scores is None:  # a streamed source with a fitted score, or a neighbour score: a second pass

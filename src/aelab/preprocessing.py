@@ -126,8 +126,11 @@ def resolve_intensity(intensity: str, intensity_images: bool) -> str:
 
 
 #: ``intensity="auto"`` and ``scaler="auto"`` for intensity images (measured in both directions of
-#: benchmarks/jets.py; see docs/physics.md).
-DEFAULT_INTENSITY = "sum+sqrt"
+#: benchmarks/jets.py; see docs/physics.md). The range compressed, each image's own scale kept: the default
+#: score ("emission+spectrum") reads each pixel's intensity back from the network input, which a division by
+#: the image's total would lose. "sum+sqrt" (each image over its total first) gives the network's own
+#: reconstruction scores their best balance between the two directions, and stays an option.
+DEFAULT_INTENSITY = "sqrt"
 DEFAULT_INTENSITY_SCALER = "pixel"
 
 

@@ -48,6 +48,11 @@ A score of image models (the density of where the training images are lit, kept 
   (``(count + 0.5) / (n + 1)``) and blurred by a Gaussian of 5% of the image side
   (:class:`aelab.heads.Emission`). Brightness and the number of lit pixels are
   normalised away: the score asks where the intensity lies, per unit of it.
+* ``spectrum``: the same sum with ``p_jk``, the share of training images that light pixel j
+  with a log intensity in bin k (12 equal bins between the training emissions' 0.1% and 99.9%
+  quantiles, one bin either side, blurred by one bin and in space as above;
+  :class:`aelab.heads.Spectrum`): where and how brightly. Not invariant to brightness.
+* ``emission+spectrum``: the two, each over its standard deviation on the training rows.
 * ``iforest``: isolation in the code space, ``2^(-E[h(z)] / c(256))`` under an isolation forest
   fitted at fit on the codes of up to 4,096 training rows (:mod:`aelab.forest`), kept when the
   default score uses it;
@@ -62,7 +67,7 @@ VAE-only scores:
 * ``elbo``: the negative ELBO with beta = 1 and the reconstruction term at z = mu.
 
 ``auto`` (the estimators' default) is resolved at fit by :func:`resolve_score`:
-``emission`` for intensity images (non-negative images that are not pixels, such as
+``emission+spectrum`` for intensity images (non-negative images that are not pixels, such as
 jet images: benchmarks/jets.py, docs/physics.md); ``relative+latent`` for data min-max
 scaled to [0, 1] (images, or tables already in [0, 1]); for other tables ``mse+latent+knn``, or
 ``knn`` when the training data are stated to be clean (``novelty=True``; chosen by leave one data
@@ -132,8 +137,10 @@ def check_score(score: str, variational: bool, owner: str, allow_auto: bool = Fa
         raise ConfigError(f"score={score!r} {what}{extra}; expected one of {shown}.")
 
 
-#: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images)
-DEFAULT_INTENSITY_SCORE = "emission"
+#: ``anomaly_score="auto"`` for intensity images (non-negative images that are not pixels, e.g. jet images).
+#: On the Lund-plane benchmark (benchmarks/jets.py, 3 seeds) "emission" alone reaches AUROC 0.843 QCD-trained but
+#: 0.807 top-trained; adding where *and how brightly* the image is lit ("spectrum") lifts the weaker direction.
+DEFAULT_INTENSITY_SCORE = "emission+spectrum"
 
 
 #: ``anomaly_score="auto"`` for tables stated to be clean (``novelty=True``). Chosen by leave one data set out

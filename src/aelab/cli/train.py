@@ -43,12 +43,12 @@ def register(sub) -> None:
                         "(uint8, in [0, 1], or whole numbers in [0, 255]) and non-negative 3-D arrays of at "
                         "least 8 x 8 (intensity images such as jet images) as images, and other 3-D arrays, "
                         "such as collider events (n, objects, features), as tables")
-    from ..preprocessing import INTENSITY
+    from ..preprocessing import DEFAULT_INTENSITY, INTENSITY
 
     p.add_argument("--intensity", choices=INTENSITY, metavar="STEPS",
                    help="per-image steps for intensity images (non-negative images that are not pixels, such as "
-                        f"jet images): one of {', '.join(INTENSITY)}; 'auto' (default) takes sum+sqrt for them "
-                        "and none for other data (docs/physics.md)")
+                        f"jet images): one of {', '.join(INTENSITY)}; 'auto' (default) takes {DEFAULT_INTENSITY} "
+                        "for them and none for other data (docs/physics.md)")
     p.add_argument("--out", "-o", required=True, metavar="MODEL", help="model folder to write (replaced only on success)")
     g = p.add_argument_group("scale and resume (see docs/scale.md)")
     g.add_argument("--nproc", type=positive_int, default=1, metavar="N",
