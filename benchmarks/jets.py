@@ -86,8 +86,8 @@ def models(epochs: int, conv_epochs: int, seed: int):
 
     out = {
         "aelab Autoencoder (dense)": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed)),
-        "aelab Autoencoder (dense), mse+latent": est(lambda: aelab.Autoencoder(epochs=epochs, random_state=seed,
-                                                                               anomaly_score="mse+latent")),
+        "aelab Autoencoder (dense), mse+latent, sum+sqrt": est(lambda: aelab.Autoencoder(
+            epochs=epochs, random_state=seed, anomaly_score="mse+latent", intensity="sum+sqrt")),
         "aelab Autoencoder (conv)": est(lambda: aelab.Autoencoder(arch="conv", epochs=conv_epochs, random_state=seed)),
         "aelab VAE": est(lambda: aelab.VAE(epochs=epochs, random_state=seed)),
         "aelab PCA": est(lambda: aelab.PCA()),
@@ -125,13 +125,13 @@ def table(results: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-REMEDY_SETTINGS = {"sum+sqrt, pixel (the default)": {"intensity": "sum+sqrt", "scaler": "pixel"},
+REMEDY_SETTINGS = {"sum+sqrt, pixel": {"intensity": "sum+sqrt", "scaler": "pixel"},
                    "sum, pixel": {"intensity": "sum", "scaler": "pixel"},
-                   "sqrt, pixel": {"intensity": "sqrt", "scaler": "pixel"},
+                   "sqrt, pixel (the default)": {"intensity": "sqrt", "scaler": "pixel"},
                    "none, minmax (images of pixels)": {"intensity": "none", "scaler": "minmax"},
                    "sqrt, minmax": {"intensity": "sqrt", "scaler": "minmax"}}
-REMEDY_SCORES = ["emission", "mse", "relative", "latent", "mse+latent", "relative+latent", "gmm4 on codes",
-                 "complexity-normalised mse", "emission + mse+latent (z)", "AE-conditional emission density"]
+REMEDY_SCORES = ["emission+spectrum", "emission", "spectrum", "mse", "relative", "latent", "mse+latent", "relative+latent",
+                 "gmm4 on codes", "complexity-normalised mse", "emission + mse+latent (z)", "AE-conditional emission density"]
 
 
 def _blur(a, sigma):
@@ -160,6 +160,42 @@ def conditional_density(ae, X_train, X_test, mix=0.1, sigma=2.0):
     rec = _blur(rec.reshape(len(rec), *X_test.shape[1:]).astype(np.float64), sigma)
     p = (1 - mix) * m + mix * _shares(rec)
     return (_shares(X_test) * -np.log(p)).sum(1)
+
+
+def _spectrum(tr, te, ref, bins=12):
+    """"spectrum" in numpy ((test, train) scores): sum_j q_j (-log p_jk), p_jk the blurred share of training
+    images lighting pixel j with log(intensity / reference) in bin k of 12 between the training emissions' 0.1%
+    and 99.9% quantiles (and one bin either side); reference "abs" (none: the pixel's own intensity, as aelab's head), "max" (the image's
+    brightest pixel) or "sum" (its total)."""
+    def emissions(A):
+        A2 = A.reshape(len(A), -1).astype(np.float64)
+        r, c = np.nonzero(A2)
+        den = {"abs": np.ones(len(A2)), "max": A2.max(1), "sum": A2.sum(1)}[ref]
+        return r, c, np.log(A2[r, c] / den[r]), A2[r, c] / A2.sum(1)[r]
+
+    r, c, v, _ = emissions(tr)
+    lo, hi = np.quantile(v, [1e-3, 1 - 1e-3])
+    width = (hi - lo) / bins
+
+    def k_of(v):
+        t = (v - lo) / width
+        return np.where(t < -1e-6, 0, np.where(t > bins + 1e-6, bins + 1, np.clip(np.floor(t), 0, bins - 1) + 1))
+
+    D = int(np.prod(tr.shape[1:]))
+    H = np.zeros((D, bins + 2))
+    np.add.at(H, (c, k_of(v).astype(int)), 1)
+    H = _blur(((H + 0.5) / (len(tr) + 1)).reshape(*tr.shape[1:], bins + 2).transpose(2, 0, 1), 2.0)
+    H = H.transpose(1, 2, 0)
+    from scipy.ndimage import gaussian_filter1d
+
+    H[..., 1:-1] = gaussian_filter1d(H[..., 1:-1], 1.0, axis=-1)
+    L = -np.log(H.reshape(D, bins + 2))
+
+    def score(A):
+        r, c, v, w = emissions(A)
+        return np.bincount(r, w * L[c, k_of(v).astype(int)], minlength=len(A))
+
+    return score(te), score(tr)
 
 
 def densities(X, seeds):
@@ -193,6 +229,13 @@ def densities(X, seeds):
             s["kNN (k=50) on sqrt(shares)"] = t_knn = nn.kneighbors(Ft, n_neighbors=50)[0].mean(1)
             z = {k: (v - t[k].mean()) / t[k].std() for k, v in (("emission", s["emission"]), ("knn", t_knn))}
             s["emission + kNN (z)"] = z["emission"] + z["knn"]
+            for ref, what in (("abs", "the pixel's own intensity (aelab's \"spectrum\")"),
+                              ("max", "intensity over the image's brightest"),
+                              ("sum", "intensity over the image's total")):
+                s[f"spectrum: where x log {what}"], t[f"spectrum {ref}"] = _spectrum(tr, te, ref)
+                z[ref] = (s[f"spectrum: where x log {what}"] - t[f"spectrum {ref}"].mean()) / t[f"spectrum {ref}"].std()
+            s["emission + spectrum (z): aelab's default"] = z["emission"] + z["abs"]
+            s["emission + spectrum over the brightest (z)"] = z["emission"] + z["max"]
             for k, v in s.items():
                 out.setdefault((k, direction), []).append(roc_auc(y, v))
             print(f"densities: seed {seed} {direction}-trained done", flush=True)
@@ -211,7 +254,7 @@ def remedies(X, seeds):
             lit_te = np.log(np.maximum((X_test > 0).reshape(len(X_test), -1).sum(1), 1))
             for name, kw in REMEDY_SETTINGS.items():
                 ae = aelab.Autoencoder(random_state=seed, **kw).fit(X_train)
-                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:6]}
+                s = {k: ae.decision_function(X_test, score=k) for k in REMEDY_SCORES[:8]}
                 z = {}
                 for k in ("emission", "mse+latent"):
                     t = ae.decision_function(X_train, score=k)
