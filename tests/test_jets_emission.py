@@ -13,8 +13,8 @@ from scipy.ndimage import gaussian_filter
 
 import aelab
 from aelab.datasets import make_jet_images
+from aelab.emission import EMISSION_BLUR, SPECTRUM_BINS, SPECTRUM_BLUR, SPECTRUM_TAIL, emission_log_density
 from aelab.exceptions import ConfigError, NotFittedError
-from aelab.heads import EMISSION_BLUR, SPECTRUM_BINS, SPECTRUM_BLUR, SPECTRUM_TAIL, emission_log_density
 
 
 def _reference(train, test):

@@ -31,7 +31,7 @@ def _spectrum_range(fine: np.ndarray, lo: float, hi: float, k: int) -> tuple[flo
     few outlying training emissions do not stretch the bins of all the others), its ``k`` bins at least
     :data:`~aelab.heads.SPECTRUM_MIN_WIDTH` wide (centred on the range: a range of one repeated value,
     whose float rounding would otherwise be sliced into bins)."""
-    from .heads import SPECTRUM_MIN_WIDTH, SPECTRUM_TAIL
+    from .emission import SPECTRUM_MIN_WIDTH, SPECTRUM_TAIL
 
     if not np.isfinite(lo) or fine.sum() == 0:  # nothing lit anywhere
         return 0.0, 1.0
@@ -54,8 +54,8 @@ def emission_density(draft: Fitted, local, owner: str, comm) -> dict:
     network: the lit pixels and the extremes of their log intensity; a fine histogram of those (for the
     range of the bins, :func:`_spectrum_range`); the lit pixels per intensity bin. Counts are added and
     extremes merged over ranks, so that every rank and every path gets the same densities."""
-    from .heads import (SPECTRUM_BINS, emission_log_density, emission_weights, spectrum_bins,
-                        spectrum_log_density)
+    from .emission import (SPECTRUM_BINS, emission_log_density, emission_weights, spectrum_bins,
+                           spectrum_log_density)
 
     prep = draft.preprocess
     shape = tuple(draft.layout.input_shape)
