@@ -199,6 +199,14 @@ def test_emission_is_explained_pixel_by_pixel_in_python_and_in_the_onnx_graph(tm
     np.testing.assert_allclose(d.contributions.reshape(6, -1).sum(1), est.decision_function(T), rtol=1e-9)
     assert np.all(d.contributions[T == 0] == 0)
     sd = {t: est.fitted_.term_stats[t][1] for t in ("emission", "spectrum")}
+    with_background = est.explain(T, background=X[:50])  # "auto" keeps the exact split (aelab report passes one)
+    assert with_background.method == "error" and "per-pixel split" in with_background.note
+    np.testing.assert_array_equal(with_background.contributions, d.contributions)
+    # the table of reasons names lit pixels only (a dark pixel's 0 is no reason)
+    lit = (T > 0).reshape(6, -1)
+    rows = d.table(T, top=10)
+    assert rows and all(r["value"] > 0 for r in rows)
+    assert [sum(r["row"] == i for r in rows) for i in range(6)] == [min(10, int(n)) for n in lit.sum(1)]
     spec = est.explain(T, score="spectrum").contributions
     np.testing.assert_allclose(d.contributions, e.contributions / sd["emission"] + spec / sd["spectrum"], rtol=1e-9)
 

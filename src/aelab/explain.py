@@ -60,7 +60,8 @@ low-dimensional subspace this can bury the feature that broke it (benchmarks/exp
 (per-row base values): the question becomes "what differs from the normal rows most like
 this one". ``nearest`` is measured in the scaled units the network sees.
 
-``"auto"``: sampled conditional values for tables; the closed form where it exists for the
+``"auto"``: the exact "error" split for the scores of intensity images (a sum of one term per
+pixel); sampled conditional values for tables; the closed form where it exists for the
 "independent" fill; else (images of non-linear models) "error"; ``Explanation.note`` says which
 and why. The Shapley machinery
 (enumeration, the closed form, the sampler) is :mod:`aelab.shapley`.
@@ -150,8 +151,10 @@ class Explanation:
 
     def table(self, X=None, rows=None, top: int | None = 5) -> list[dict]:
         """Rows ``{row, rank, feature, value, contribution}`` of the ``top`` contributions of each
-        row (all of them when ``top`` is None); ``value`` is the input value (X in user units)
-        when X is given; ``rows`` renumbers the rows (e.g. their indices in a larger file)."""
+        row (all of them when ``top`` is None; among the ``top``, contributions of exactly 0 after the first,
+        such as the dark pixels of a jet image, are left out: they are no reason); ``value`` is the input
+        value (X in user units) when X is given; ``rows`` renumbers the rows (e.g. their indices in a larger
+        file)."""
         names = self.labels()
         flatX = None if X is None else np.asarray(X, dtype=np.float64).reshape(len(self), -1)
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
@@ -159,6 +162,8 @@ class Explanation:
         out = []
         for i in range(len(self)):
             for rank, j in enumerate(idx[i], 1):
+                if top is not None and rank > 1 and self.flat[i, j] == 0:
+                    break
                 rec = {"row": int(rows[i]), "rank": rank, "feature": names[j]}
                 rec["value"] = float(flatX[i, j]) if flatX is not None else float("nan")
                 rec["contribution"] = float(self.flat[i, j])
@@ -358,7 +363,10 @@ def explain(estimator, X, method: str = "auto", background=None, *, score: str |
     Bn = _background(f, background, owner) if method in ("auto", "shapley") else None
     note = ""
     if method == "auto":
-        if quad is not None and Bn is not None:
+        if score in HEADS and HEADS[score].emission:
+            chosen, note = "error", ("auto: the exact per-pixel split (the score is a sum of one term per pixel, "
+                                     "needing no background)")
+        elif quad is not None and Bn is not None:
             chosen, note = "closed", "auto: closed-form Shapley values (affine network, quadratic score)"
         elif Bn is not None and G <= MAX_SAMPLED_PLAYERS:
             chosen, note = "sampled", ("auto: sampled Shapley values, features imputed conditionally (a table)"

@@ -283,7 +283,8 @@ def why_flagged(estimator: Any, X: Any, scores: np.ndarray, n: int = 5, top: int
     data (in training standard deviations from the mean for standardised columns, else within
     the training range, 0 = minimum, 1 = maximum). Images: the image, its reconstruction and
     the attribution map side by side; the map holds Shapley values against the 20 most similar
-    unflagged images of X (up to 200 of them) where X has at least 20, else the "error" decomposition.
+    unflagged images of X (up to 200 of them) where X has at least 20, else the "error" decomposition
+    (intensity images: always the exact per-pixel split of their density score).
     """
     from . import plots
 
