@@ -14,7 +14,7 @@ __all__ = ["emission_weights", "emission_log_density", "spectrum_log_density", "
 
 EMISSION_BLUR = 0.05  # "emission": Gaussian blur of the occupancy map, sigma in units of the image side (2 px of 40)
 EMISSION_LIT = 1e-5   # "emission": a pixel is lit when its intensity exceeds this share of the image's brightest
-SPECTRUM_BINS = 12    # "spectrum": equal bins of log intensity over the training lit pixels' range
+SPECTRUM_BINS = 12    # "spectrum": equal bins of log intensity over the range of the training emissions
 SPECTRUM_BLUR = 1.0   # "spectrum": Gaussian blur along the intensity axis, sigma in bins (space: EMISSION_BLUR)
 SPECTRUM_TAIL = 1e-3  # "spectrum": the bins span the training emissions' log intensities between these quantiles
 SPECTRUM_MIN_WIDTH = 1e-3  # "spectrum": the narrowest bin, in log intensity (a 0.1% change of intensity)

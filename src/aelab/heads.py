@@ -234,12 +234,11 @@ class Spectrum(Emission):
 
     ``sum_j w_j (-log p_j,k(j))``, with the weights of :class:`Emission` and ``p_jk`` the blurred
     share of training images that light pixel j with a log intensity in bin k
-    (:func:`spectrum_log_density`; :data:`SPECTRUM_BINS` equal bins over the training lit
-    pixels' range of log intensity, ``lo`` their lower edge, ``width`` their width, and one bin
-    either side of the range). The
-    emission density asks where; this one asks where and how hard, the joint density of the
-    emissions' position and intensity (on a Lund plane: the angle, kt and momentum of each
-    splitting). Not invariant to a change of brightness, unlike "emission".
+    (:func:`spectrum_log_density`; :data:`SPECTRUM_BINS` equal bins of log intensity between the
+    training emissions' :data:`SPECTRUM_TAIL` quantiles, ``lo`` their lower edge and ``width`` their
+    width, and one bin either side). The emission density asks where; this one asks where and how
+    hard, the joint density of the emissions' position and intensity (on a Lund plane: the angle,
+    kt and momentum of each splitting). Not invariant to a change of brightness, unlike "emission".
     """
 
     term = "spectrum"
