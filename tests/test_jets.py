@@ -150,13 +150,14 @@ def test_intensity_values_are_listed():
                          ids=["Autoencoder", "VAE", "PCA"])
 @pytest.mark.parametrize("normal,anomaly", [("qcd", "top"), ("top", "qcd")])
 def test_either_family_flags_the_other_with_the_defaults(normal, anomaly, make):
-    """Main 2af54cf: trained on the complex family ("qcd"), the simple one scored AUROC 0.30 (0.99 the other way)."""
+    """Main 2af54cf: trained on the complex family ("qcd"), the simple one scored AUROC 0.30 (0.99 the other way);
+    the default "emission+spectrum" holds above 0.9 both ways."""
     A = make_jet_images(900, normal, random_state=1)
     B = make_jet_images(300, anomaly, random_state=2)
     X_test, y = np.concatenate([A[600:], B]), np.r_[np.zeros(300), np.ones(300)]
     ae = make().fit(A[:600])
     auc = roc_auc(y, ae.decision_function(X_test))
-    assert auc >= 0.7, f"{normal}-trained: AUROC {auc:.3f}"
+    assert auc >= 0.9, f"{normal}-trained: AUROC {auc:.3f}"  # 0.96 and 0.97; "emission" alone: 0.77 top-trained
     assert ae.input_kind_ == "image"
 
 
