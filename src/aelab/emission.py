@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["emission_weights", "emission_log_density", "spectrum_log_density", "spectrum_bins", "EMISSION_BLUR",
-           "EMISSION_LIT", "SPECTRUM_BINS", "SPECTRUM_BLUR", "SPECTRUM_TAIL", "SPECTRUM_MIN_WIDTH"]
+__all__ = ["emission_weights", "emission_log_density", "spectrum_log_density", "spectrum_bins", "spectrum_range",
+           "EMISSION_BLUR", "EMISSION_LIT", "SPECTRUM_BINS", "SPECTRUM_BLUR", "SPECTRUM_TAIL", "SPECTRUM_MIN_WIDTH"]
 
 EMISSION_BLUR = 0.05  # "emission": Gaussian blur of the occupancy map, sigma in units of the image side (2 px of 40)
 EMISSION_LIT = 1e-5   # "emission": a pixel is lit when its intensity exceeds this share of the image's brightest
@@ -87,3 +87,22 @@ def spectrum_bins(v: torch.Tensor, lo: torch.Tensor, width: torch.Tensor, k: int
     inside = torch.clamp(torch.floor(t), 0, k - 1) + 1
     return torch.where(t < -1e-6, torch.zeros_like(t), torch.where(t > k + 1e-6, torch.full_like(t, k + 1), inside)
                        ).to(torch.int64)
+
+
+def spectrum_range(fine: np.ndarray, lo: float, hi: float, k: int) -> tuple[float, float]:
+    """(lower edge, width) of the "spectrum" bins from the histogram ``fine`` of the training emissions' log
+    intensities over [lo, hi]: the range between the :data:`SPECTRUM_TAIL` quantiles (so that a
+    few outlying training emissions do not stretch the bins of all the others), its ``k`` bins at least
+    :data:`SPECTRUM_MIN_WIDTH` wide (centred on the range: a range of one repeated value,
+    whose float rounding would otherwise be sliced into bins)."""
+    if not np.isfinite(lo) or fine.sum() == 0:  # nothing lit anywhere
+        return 0.0, 1.0
+    edges = np.linspace(lo, hi, len(fine) + 1)
+    cdf = np.cumsum(fine) / fine.sum()
+    a = edges[int(np.searchsorted(cdf, SPECTRUM_TAIL, side="right"))]
+    b = edges[int(np.searchsorted(cdf, 1.0 - SPECTRUM_TAIL, side="left")) + 1]
+    width = (b - a) / k
+    if width < SPECTRUM_MIN_WIDTH:
+        width = SPECTRUM_MIN_WIDTH
+        a = 0.5 * (a + b) - 0.5 * k * width
+    return float(a), float(width)

@@ -25,37 +25,16 @@ from .scoring import knn_plan, neighbour_score
 __all__ = ["finish", "emission_density"]
 
 
-def _spectrum_range(fine: np.ndarray, lo: float, hi: float, k: int) -> tuple[float, float]:
-    """(lower edge, width) of the "spectrum" bins from the histogram ``fine`` of the training emissions' log
-    intensities over [lo, hi]: the range between the :data:`~aelab.heads.SPECTRUM_TAIL` quantiles (so that a
-    few outlying training emissions do not stretch the bins of all the others), its ``k`` bins at least
-    :data:`~aelab.heads.SPECTRUM_MIN_WIDTH` wide (centred on the range: a range of one repeated value,
-    whose float rounding would otherwise be sliced into bins)."""
-    from .emission import SPECTRUM_MIN_WIDTH, SPECTRUM_TAIL
-
-    if not np.isfinite(lo) or fine.sum() == 0:  # nothing lit anywhere
-        return 0.0, 1.0
-    edges = np.linspace(lo, hi, len(fine) + 1)
-    cdf = np.cumsum(fine) / fine.sum()
-    a = edges[int(np.searchsorted(cdf, SPECTRUM_TAIL, side="right"))]
-    b = edges[int(np.searchsorted(cdf, 1.0 - SPECTRUM_TAIL, side="left")) + 1]
-    width = (b - a) / k
-    if width < SPECTRUM_MIN_WIDTH:
-        width = SPECTRUM_MIN_WIDTH
-        a = 0.5 * (a + b) - 0.5 * k * width
-    return float(a), float(width)
-
-
 def emission_density(draft: Fitted, local, owner: str, comm) -> dict:
     """The densities of the "emission" and "spectrum" scores of an image model, as ``Fitted`` fields:
-    ``emission_log_density`` (:func:`aelab.heads.emission_log_density`) and ``spectrum`` (its ``-log p_jk``,
-    :func:`aelab.heads.spectrum_log_density`, with the lower edge and width of the bins of log intensity).
+    ``emission_log_density`` (:func:`aelab.emission.emission_log_density`) and ``spectrum`` (its ``-log p_jk``,
+    :func:`aelab.emission.spectrum_log_density`, with the lower edge and width of the bins of log intensity).
     Three passes over this rank's training rows, each mapped back to intensities as the heads map it, no
     network: the lit pixels and the extremes of their log intensity; a fine histogram of those (for the
-    range of the bins, :func:`_spectrum_range`); the lit pixels per intensity bin. Counts are added and
-    extremes merged over ranks, so that every rank and every path gets the same densities."""
+    range of the bins, :func:`aelab.emission.spectrum_range`); the lit pixels per intensity bin. Counts are
+    added and extremes merged over ranks, so that every rank and every path gets the same densities."""
     from .emission import (SPECTRUM_BINS, emission_log_density, emission_weights, spectrum_bins,
-                           spectrum_log_density)
+                           spectrum_log_density, spectrum_range)
 
     prep = draft.preprocess
     shape = tuple(draft.layout.input_shape)
@@ -88,7 +67,7 @@ def emission_density(draft: Fitted, local, owner: str, comm) -> dict:
 
     if np.isfinite(lo):
         draft.map(local, fine, owner)
-    low, width = _spectrum_range(comm.sum(acc["fine"]), lo, hi, K)
+    low, width = spectrum_range(comm.sum(acc["fine"]), lo, hi, K)
     lo_t, width_t = torch.tensor(low, dtype=torch.float64), torch.tensor(width, dtype=torch.float64)
 
     def histogram(x):
