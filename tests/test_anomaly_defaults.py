@@ -1,4 +1,4 @@
-"""The default anomaly scores ("auto" -> "relative+latent" / "mse+latent") and auto rules."""
+"""The default anomaly scores ("auto" -> "relative+latent" / "knn+isolation" / "knn" / "mse+latent") and auto rules."""
 
 import numpy as np
 import pytest
@@ -57,35 +57,41 @@ def test_new_scores_match_hand_computation(cls, table, images):
             Z = est.transform(X).astype(np.float64)
             np.testing.assert_allclose(est.latent_mean_, Z.mean(0), rtol=1e-4, atol=1e-6)
             # with mean ~1 per term, the default score averages about 2 on the training images
-            # (relative+latent) and about 3 on the tables (mse+latent+knn)
-            lo, hi = (1.5, 2.5) if X is images else (2.2, 3.5)
-            assert lo < est.decision_scores_.mean() < hi
+            # (relative+latent); on tables (knn+isolation) each term is over its mean on these very rows
+            if X is images:
+                assert 1.5 < est.decision_scores_.mean() < 2.5
+            else:
+                assert est.score_ == "knn+isolation"
+                np.testing.assert_allclose(est.decision_scores_.mean(), 2.0, rtol=1e-9)
 
 
 def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, images):
     ae_t = aelab.Autoencoder(**FAST).fit(table)
     ae_i = aelab.Autoencoder(**FAST).fit(images)
-    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "mse+latent+knn"
+    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "knn+isolation"
     assert ae_i.score_ == "relative+latent"
     for est, X in ((ae_t, table), (ae_i, images)):
         np.testing.assert_allclose(est.decision_function(X), est.decision_function(X, score=est.score_))
     np.testing.assert_allclose(ae_i.decision_scores_, ae_i.decision_function(images), rtol=1e-6)
-    # with the neighbour term a training row's score leaves the row out of its own neighbours:
-    # exactly the distance term is larger, the rest is identical
-    from aelab.scoring import knn_distance
+    # with the neighbour term a training row's score leaves the row out of its own neighbours (in each bag
+    # that holds it): exactly the distance term is larger, the isolation term is identical
+    from aelab.scoring import KNN_BAGS_CONTAMINATED, KNN_REF_ROWS_CONTAMINATED, knn_distance
 
     f = ae_t.fitted_
+    bags = f.knn_bags
+    assert bags == KNN_BAGS_CONTAMINATED and len(f.knn_ref) == bags * KNN_REF_ROWS_CONTAMINATED
     ref = torch.as_tensor(f.knn_ref)
     x = torch.from_numpy(f.to_net(table))
-    kept = {r.tobytes() for r in f.knn_ref}  # the training rows drawn into the reference set
+    kept = {r.tobytes() for r in f.knn_ref}  # the training rows drawn into any bag
     own = torch.tensor([r.tobytes() in kept for r in x.reshape(len(x), -1).numpy()])
-    assert 0 < int(own.sum()) == len(f.knn_ref) < len(table)
-    gap = (knn_distance(x, ref, f.knn_k, exclude_self=own) - knn_distance(x, ref, f.knn_k)).numpy() / f.knn_mean
+    assert KNN_REF_ROWS_CONTAMINATED < int(own.sum()) < len(table)
+    gap = (knn_distance(x, ref, f.knn_k, exclude_self=own, bags=bags)
+           - knn_distance(x, ref, f.knn_k, bags=bags)).numpy() / f.term_stats["knn"][0]
     np.testing.assert_allclose(ae_t.decision_scores_ - ae_t.decision_function(table), gap, rtol=1e-5, atol=1e-9)
-    assert gap[own.numpy()].min() > 0 and not gap[~own.numpy()].any()
+    assert gap[own.numpy()].min() > 0 and np.abs(gap[~own.numpy()]).max() < 1e-12  # others: rounding only
     assert resolve_score("auto", "minmax") == "relative+latent"
-    assert resolve_score("auto", "standard") == "mse+latent+knn"
-    assert resolve_score("auto", "standard", novelty=True) == "knn"
+    assert resolve_score("auto", "standard") == "knn+isolation"
+    assert resolve_score("auto", "standard", novelty=True) == "knn+isolation"
     assert resolve_score("auto", "minmax", novelty=True) == "relative+latent"
     assert resolve_score("auto", "standard", table=False) == "mse+latent"
     assert resolve_score("kl", "minmax") == "kl"
@@ -182,9 +188,9 @@ def test_novelty_tables_get_the_neighbour_distance(table, images, tmp_path):
     from aelab.scoring import KNN_K_CLEAN as KNN_K, KNN_WEIGHT
 
     est = aelab.Autoencoder(novelty=True, **FAST).fit(table)
-    assert est.score_ == "knn" and est._trim() == 0.0
+    assert est.score_ == "knn+isolation" and est._trim() == 0.0 and est.fitted_.knn_bags == 1
     assert aelab.Autoencoder(novelty=True, **FAST).fit(images).score_ == "relative+latent"  # images keep theirs
-    assert aelab.Autoencoder(**FAST).fit(table).score_ == "mse+latent+knn"  # no statement: maybe contaminated
+    assert aelab.Autoencoder(**FAST).fit(table).score_ == "knn+isolation"  # no statement: maybe contaminated
     # by hand, in float64: mean distance to the 5 nearest training rows (all of them are the reference here)
     ref = est.fitted_.to_net(table).reshape(len(table), -1).astype(np.float64)
     Q = est.fitted_.to_net(table[:50]).reshape(50, -1).astype(np.float64) + 0.3
@@ -195,7 +201,11 @@ def test_novelty_tables_get_the_neighbour_distance(table, images, tmp_path):
     d_ref = np.sqrt(((ref[:, None, :] - ref[None]) ** 2).sum(-1))
     loo = np.sort(d_ref, axis=1)[:, 1 : KNN_K + 1].mean(1)  # each reference row leaves itself out
     assert est.fitted_.knn_mean_sq == pytest.approx((loo ** 2).mean(), rel=1e-4)
-    np.testing.assert_allclose(est.decision_function(X_q), dk, rtol=1e-4)  # the default is the distance itself
+    # the default is the distance and the isolation, each over its training mean
+    ts = est.fitted_.term_stats
+    want = dk / ts["knn"][0] + est.decision_function(X_q, score="isolation") / ts["isolation"][0]
+    np.testing.assert_allclose(est.decision_function(X_q), want, rtol=1e-4)
+    np.testing.assert_allclose(ts["knn"][0], loo.mean(), rtol=1e-4)  # over the training rows, each left out
     mse = est.decision_function(X_q, score="mse")
     expected = mse / est.recon_means_[0] + KNN_WEIGHT * dk ** 2 / est.fitted_.knn_mean_sq
     np.testing.assert_allclose(est.decision_function(X_q, score="mse+knn"), expected, rtol=1e-4)
@@ -234,18 +244,18 @@ def test_neighbour_scores_leave_a_training_row_out_of_its_own_neighbours(novelty
 
 
 def test_the_clean_table_default_is_the_same_distance_for_every_estimator(table):
-    """novelty=True on a table: "knn" (chosen by leave one data set out, benchmarks/tabular.py --lodo), which
-    reads only the reference rows; with one random_state the three estimators draw the same rows (here, more
-    rows than the 4,096 kept) and give the same scores, as docs/anomaly.md says."""
+    """novelty=True on a table: "knn+isolation" (chosen by leave one data set out, benchmarks/tabular.py --lodo),
+    which reads only the reference rows and the forest's; with one random_state the three estimators draw the same
+    rows (here, more rows than the 4,096 kept) and give the same scores, as docs/anomaly.md says."""
     from aelab.scoring import DEFAULT_CLEAN_TABLE_SCORE, KNN_REF_ROWS
 
-    assert DEFAULT_CLEAN_TABLE_SCORE == "knn"
+    assert DEFAULT_CLEAN_TABLE_SCORE == "knn+isolation"
     rng = np.random.default_rng(5)
     big = rng.normal(size=(KNN_REF_ROWS + 300, table.shape[1])).astype(np.float32)
     Q = (1.5 * rng.normal(size=(40, table.shape[1]))).astype(np.float32)
     fits = [cls(novelty=True, random_state=3, **({} if cls is aelab.PCA else {"epochs": 1})).fit(big)
             for cls in (aelab.Autoencoder, aelab.VAE, aelab.PCA)]
-    assert {f.score_ for f in fits} == {"knn"}
+    assert {f.score_ for f in fits} == {"knn+isolation"}
     assert len(fits[0].fitted_.knn_ref) == KNN_REF_ROWS
     for f in fits[1:]:
         np.testing.assert_array_equal(f.fitted_.knn_ref, fits[0].fitted_.knn_ref)

@@ -11,7 +11,7 @@ FLOORS = [
     ("ground", ["_version", "exceptions", "_fs", "config", "device", "comm", "_params", "_validation", "losses", "layout",
                 "preprocess",
                 "preprocessing", "thresholds", "defaults", "datasets._paths"]),
-    ("data and parts", ["io", "_columns", "datasets", "nn", "models", "kinds", "emission", "heads", "forest", "scoring", "metrics",
+    ("data and parts", ["io", "_columns", "datasets", "nn", "models", "kinds", "emission", "neighbours", "heads", "forest", "scoring", "metrics",
                         "divergences"]),
     ("training and the fitted state", ["training", "pipeline", "checkpoint", "fitted"]),
     ("what reads a fitted state", ["persistence", "conformal", "fitting", "postfit", "explain", "shapley", "plots"]),

@@ -170,12 +170,14 @@ class Autoencoder(_Base):
         linear autoencoder, which matches PCA only under the plain mean). On the 17 ODDS tables (contaminated training sets) 0.1
         raised the mean ROC AUC from 0.800 to 0.810; see docs/anomaly.md.
     anomaly_score : {"auto", "mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn",
-                     "mse+knn", "mse+latent+knn"}
-        Default anomaly score of :meth:`decision_function` (see :mod:`aelab.scoring`).
+                     "mse+knn", "mse+latent+knn", "isolation", "knn+isolation", ...}
+        Default anomaly score of :meth:`decision_function` (:mod:`aelab.scoring`, :data:`aelab.heads.HEADS`).
         "auto" resolves at fit (to ``score_``): "relative+latent" for data min-max scaled
-        to [0, 1] (images); for other tables "mse+latent+knn" (reconstruction error, the
-        Mahalanobis distance of the code and the distance to the 50 nearest training rows,
-        each relative to its training mean), or "knn" with ``novelty=True``. Called
+        to [0, 1] (images); for other tables "knn+isolation" (the distance to the nearest
+        training rows, averaged over 8 small bags of them, or to the 5 nearest of up to 4,096
+        with ``novelty=True``, plus an isolation forest's score of the row, each relative to its
+        training mean). On tables it uses no network: leave one data set out chose it over every
+        sum with the reconstruction and code terms (docs/anomaly.md); those stay available by name. Called
         ``score`` before aelab 0.2 (the old name still works, with a FutureWarning).
     contamination : float
         Share of training samples assumed anomalous, used for the threshold set at fit.
@@ -214,9 +216,10 @@ class Autoencoder(_Base):
     novelty : bool, default False
         True states that the training data are clean (normal samples only), as in
         scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they
-        may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables,
-        ``anomaly_score="auto"`` to "knn" (the mean distance to the 5 nearest training rows,
-        chosen by leave one data set out). See docs/anomaly.md, "Tables: contaminated or clean".
+        may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables, the
+        neighbour term of the default "knn+isolation" is the mean distance to the 5 nearest of
+        up to 4,096 training rows (not 8 bags of 128 rows with k = 1.2% of a bag). See
+        docs/anomaly.md, "Tables: contaminated or clean".
     input_kind : {"auto", "table", "image"}
         How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
         images; a 3-D array (n, a, b) is greyscale images when its values look like

@@ -18,7 +18,14 @@ needed, base value 0. Every term of :mod:`aelab.scoring` is split over the input
 * the neighbour term: the distance to each of the k neighbours the score found,
   ``|x - r| = sum_j (x_j - r_j)^2 / |x - r|``, is split by its squared per-feature
   differences (a neighbour at distance 0 gives nothing); ``d_k^2`` ("mse+knn") as
-  ``d_k`` times that split;
+  ``d_k`` times that split; bagged neighbours (the contaminated default) are the k of
+  every bag, whose mean distance is the score's;
+* the isolation term ("isolation", in the default "knn+isolation"), which is not additive in
+  the inputs: **the split rule** shares the score among the inputs in proportion to the
+  narrowing their splits achieved on the row's paths through the trees, each split adding
+  ``-log (share of the node's training rows that went the row's way)`` to its feature (the
+  imbalance DIFFI weighs splits by, Carletti et al. 2020; along a path these add up to the log
+  of the root's rows over the leaf's, which is what a short path means);
 * terms of the code, which are not additive in the inputs (the latent Mahalanobis
   distance; for the VAE ``mu_norm``, ``kl`` and the KL part of ``elbo``): **the decoder
   rule** shares the term among the inputs in proportion to ``(dec(z) - dec(c))_j^2``, the
@@ -79,12 +86,14 @@ from .defaults import N_PERMUTATIONS
 from .exceptions import ConfigError, DataError
 from .heads import HEADS, build_head
 from .kinds import kind_of
+from .neighbours import _knn_tables, knn_indices
 from .scoring import RELATIVE_EPS, knn_distance, mahalanobis, neighbour_score
 from .shapley import (AUTO_PLAYERS, Gaussian, POINTS_PER_BATCH, QUADRATIC_SCORES, _closed_form, _groups,  # noqa: F401
                       _nearest, _PointScorer, _quadratic_form, _sampled, shapley_enumerate)
 
 #: the scores the "error" method splits exactly over the inputs (and the VAE's)
-ERROR_SCORES = ("mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn", "mse+knn", "mse+latent+knn")
+ERROR_SCORES = ("mse", "mae", "relative", "latent", "mse+latent", "relative+latent", "knn", "mse+knn", "mse+latent+knn",
+                "isolation", "knn+isolation")
 
 
 __all__ = ["Explanation", "explain", "error_attribution", "shapley_enumerate", "METHODS"]
@@ -184,12 +193,13 @@ def _decoder_rule(model, x, total, z, centre, mask_zeros: bool) -> torch.Tensor:
     return total.double()[:, None] * share
 
 
-def _neighbours(x: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x - r for its k nearest reference rows r, (m, k, D) float64; the score's neighbour distance d_k)."""
+def _neighbours(x: torch.Tensor, ref: torch.Tensor, k: int, bags: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - r for its k nearest reference rows r of every bag, (m, bags * k, D) float64; the score's neighbour
+    distance d_k, the mean of those bags * k distances)."""
     xf = x.reshape(x.shape[0], -1)
-    centre = ref.mean(dim=0)
-    idx = torch.cdist(xf.to(ref.dtype) - centre, ref - centre).topk(min(k, ref.shape[0]), dim=1, largest=False).indices
-    return xf.double()[:, None, :] - ref.double()[idx], knn_distance(x, ref, k)
+    centre, _, ref_t, ref_sq = _knn_tables(ref)
+    idx = knn_indices(xf.to(ref_t.dtype) - centre, ref_t, ref_sq, k, bags)
+    return xf.double()[:, None, :] - ref.double()[idx], knn_distance(x, ref, k, bags=bags)
 
 
 def _knn_split(diff: torch.Tensor, dk: torch.Tensor) -> torch.Tensor:
@@ -243,9 +253,17 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
     if score in ("mse+latent", "relative+latent"):
         name = score.split("+")[0]
         return rec(name) / stats[name] + latent() / stats["latent_mean"].shape[0]
+    if score in ("isolation", "knn+isolation"):
+        iso = build_head("isolation", stats).to(x.device).split(x)
+        if score == "isolation":
+            return iso
+        diff, dk = (neighbours(x) if neighbours is not None
+                    else _neighbours(x, stats["knn_ref"], stats["knn_k"], stats.get("knn_bags") or 1))
+        ts = stats["term_stats"]
+        return _knn_split(diff, dk) / float(ts["knn"][0]) + iso / float(ts["isolation"][0])
     if neighbour_score(score):
         diff, dk = (neighbours(x) if neighbours is not None
-                    else _neighbours(x, stats["knn_ref"], stats["knn_k"]))
+                    else _neighbours(x, stats["knn_ref"], stats["knn_k"], stats.get("knn_bags") or 1))
         split = _knn_split(diff, dk)
         if score == "knn":
             return split
@@ -275,8 +293,9 @@ def _background(fitted, background, owner: str):
         if len(Bn) < 1:
             raise DataError("background has no rows; pass some training rows, e.g. background=X_train[:200].")
         return Bn
-    if fitted.knn_ref is not None:
-        return np.asarray(fitted.knn_ref, np.float32)
+    if fitted.knn_ref is not None:  # the rows of the neighbour score's bags, each once
+        ref = np.asarray(fitted.knn_ref, np.float32)
+        return ref if fitted.knn_bags == 1 else np.unique(ref, axis=0)
     return None
 
 

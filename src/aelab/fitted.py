@@ -54,9 +54,11 @@ class Fitted:
     n_epochs_config: int | None = None
     knn_ref: np.ndarray | None = None  # reference rows (scaled, flattened) of the "knn" scores
     knn_k: int | None = None           # neighbours averaged
+    knn_bags: int = 1                  # knn_ref is this many equal bags; the distance is averaged over them
     knn_mean: float | None = None      # training mean of the neighbour distance ...
     knn_mean_sq: float | None = None   # ... and of its square
     forest: dict | None = None         # isolation forest on the training codes (aelab.forest.fit_forest)
+    input_forest: dict | None = None   # ... and on the training inputs (the score "isolation")
     term_stats: dict | None = None     # a fusion score's terms: {term: (training mean, std, sorted values)}
     calibration: np.ndarray | None = None  # sorted default scores of rows the network did not train on (conformal)
     calibration_info: dict = field(default_factory=dict)  # where they come from: {"source", "n"}
@@ -157,6 +159,7 @@ class Fitted:
         if self.knn_ref is not None:
             stats["knn_ref"] = torch.as_tensor(self.knn_ref, dtype=torch.float32).to(self.device)
             stats["knn_k"] = int(self.knn_k)
+            stats["knn_bags"] = int(self.knn_bags)
             stats["knn_mean"] = float(self.knn_mean) if self.knn_mean and self.knn_mean > 0 else 1.0
             stats["knn_mean_sq"] = float(self.knn_mean_sq) if self.knn_mean_sq and self.knn_mean_sq > 0 else 1.0
         if self.emission_log_density is not None:
@@ -170,6 +173,8 @@ class Fitted:
                                  *self.spectrum[1:])
         if self.forest is not None:
             stats["forest"] = self.forest
+        if self.input_forest is not None:
+            stats["input_forest"] = self.input_forest
         if self.term_stats is not None:
             stats["term_stats"] = self.term_stats
         return stats
@@ -183,11 +188,11 @@ class Fitted:
                               f"{FITTED_SCORES} are not available for it. Refit it, or pass score='mse'.")
         return {"latent_mean": self.latent_mean, "latent_cov": self.latent_cov, "recon_kind": self.recon_kind,
                 "recon_means": dict(zip(RECON_MEAN_SCORES, np.asarray(self.recon_means, dtype=np.float64).tolist())),
-                "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_mean": self.knn_mean,
+                "knn_ref": self.knn_ref, "knn_k": self.knn_k, "knn_bags": self.knn_bags, "knn_mean": self.knn_mean,
                 "knn_mean_sq": self.knn_mean_sq, "emission_log_density": self.emission_log_density,
                 "spectrum": self.spectrum,
                 "preprocess": Preprocess.of(self),  # its own copy: a head may move it
-                "forest": self.forest, "term_stats": self.term_stats}
+                "forest": self.forest, "input_forest": self.input_forest, "term_stats": self.term_stats}
 
     def head(self, score: str) -> nn.Module:
         """The score head of ``score`` (:mod:`aelab.heads`) on the model's device, built once."""
@@ -218,10 +223,11 @@ class Fitted:
                   "calibration_scores": self.calibration, "fit_row_hashes": self.fit_hashes,
                   "emission_log_density": self.emission_log_density,
                   "spectrum_log_density": None if self.spectrum is None else self.spectrum[0]}
-        if self.forest is not None:
-            from .forest import TABLES
+        from .forest import OPTIONAL_TABLES, TABLES
 
-            arrays.update({f"forest.{k}": self.forest[k] for k in TABLES})
+        for name, forest in (("forest", self.forest), ("input_forest", self.input_forest)):
+            if forest is not None:
+                arrays.update({f"{name}.{k}": forest[k] for k in TABLES + OPTIONAL_TABLES if k in forest})
         for k, v in (self.term_stats or {}).items():
             arrays[f"term_sorted.{k}"] = v[2]
         tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None})
@@ -232,11 +238,12 @@ class Fitted:
                 "channels_last": self.layout.channels_last, "recon_kind": self.recon_kind, "score": self.score,
                 "threshold": float(self.threshold), "threshold_rule": self.threshold_rule,
                 "history": self.history, "n_epochs_config": self.n_epochs_config,
-                "knn_k": self.knn_k,
+                "knn_k": self.knn_k, **({} if self.knn_bags == 1 else {"knn_bags": int(self.knn_bags)}),
                 "knn_mean": None if self.knn_mean is None else float(self.knn_mean),
                 "knn_mean_sq": None if self.knn_mean_sq is None else float(self.knn_mean_sq),
-                **({} if self.forest is None else {"forest": {"depth": int(self.forest["depth"]),
-                                                              "c": float(self.forest["c"])}}),
+                **{name: {"depth": int(forest["depth"]), "c": float(forest["c"])}
+                   for name, forest in (("forest", self.forest), ("input_forest", self.input_forest))
+                   if forest is not None},
                 **({} if self.spectrum is None else {"spectrum": {"lo": float(self.spectrum[1]),
                                                                   "width": float(self.spectrum[2])}}),
                 **({} if self.term_stats is None else {"term_stats": {k: [float(v[0]), float(v[1])] for k, v
@@ -277,11 +284,9 @@ class Fitted:
                    threshold_rule=fitted["threshold_rule"], history=fitted["history"],
                    n_epochs_config=fitted.get("n_epochs_config"),
                    knn_ref=tensors["knn_ref"].numpy() if "knn_ref" in tensors else None,
-                   knn_k=fitted.get("knn_k"), knn_mean=fitted.get("knn_mean"),
+                   knn_k=fitted.get("knn_k"), knn_bags=int(fitted.get("knn_bags") or 1), knn_mean=fitted.get("knn_mean"),
                    knn_mean_sq=fitted.get("knn_mean_sq"),
-                   forest=None if "forest" not in fitted else {
-                       **fitted["forest"], **{k[len("forest."):]: v.numpy() for k, v in tensors.items()
-                                              if k.startswith("forest.")}},
+                   forest=_forest_of(fitted, tensors, "forest"), input_forest=_forest_of(fitted, tensors, "input_forest"),
                    term_stats=None if "term_stats" not in fitted else {
                        k: (*v, tensors[f"term_sorted.{k}"].numpy()) for k, v in fitted["term_stats"].items()},
                    calibration=tensors["calibration_scores"].numpy() if "calibration_scores" in tensors else None,
@@ -294,6 +299,8 @@ class Fitted:
                    fit_hash_stride=int(fitted.get("fit_hash_stride") or 1),
                    contamination_estimate=fitted.get("contamination_estimate"),
                    feature_names=tuple(fitted["feature_names"]) if fitted.get("feature_names") else None)
+        if out.knn_ref is not None and (out.knn_bags < 1 or len(out.knn_ref) % out.knn_bags):
+            raise ValueError(f"{len(out.knn_ref)} reference rows do not split into {out.knn_bags} bags")
         from .kinds import kind_of
 
         kind_of(model_cfg).check_score(out.score, "this model")  # a damaged or foreign name: at load, not later
@@ -318,7 +325,8 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
 
     comm = comm or Comm()
     spec = HEADS[score]
-    keep = not is_source(X) and not neighbour_score(score) and not spec.emission and not spec.forest and not spec.terms
+    keep = not is_source(X) and not neighbour_score(score) and not spec.emission and not spec.forest and \
+        not spec.input_forest and not spec.terms
     direct = not fitted_score(score)
     codes, recon = [], []
     acc = {"r": 0.0, "codes": RunningStats(covariance=True)}
@@ -361,8 +369,21 @@ def post_fit_statistics(model: nn.Module, X, map_fn: Callable, score: str, recon
     return out
 
 
+def _forest_of(fitted: dict, tensors: dict, name: str) -> dict | None:
+    """The forest tables saved under ``name`` ("forest": on the codes, "input_forest": on the inputs), or None."""
+    from .forest import TABLES
+
+    if name not in fitted:
+        return None
+    out = {**fitted[name], **{k[len(name) + 1:]: v.numpy() for k, v in tensors.items() if k.startswith(name + ".")}}
+    missing = [k for k in (*TABLES, "depth", "c") if k not in out]
+    if missing or len({out[k].shape for k in TABLES}) != 1:
+        raise KeyError(f"the {name} tables are incomplete or of different shapes (missing: {missing})")
+    return out
+
+
 def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS,
-                  comm=None) -> tuple[dict, np.ndarray]:
+                  comm=None, bags: int = 1) -> tuple[dict, np.ndarray]:
     """The reference rows of the "knn" scores and the training means of their neighbour distance and its square,
     and a boolean per training row marking the rows that are in the reference set.
 
@@ -370,21 +391,29 @@ def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS
     a streamed source), in the network's scaled layout, flattened; the distances of the
     reference rows leave each row itself out. Data-parallel (``comm``), X is this rank's
     shard of the n rows: each rank contributes its reference rows, in row order, and the
-    returned mask covers the shard.
+    returned mask covers the shard. ``bags`` > 1: that many bags of ``rows`` rows each, drawn one after the
+    other (:func:`reference_rows`), whose distances are averaged (:mod:`aelab.neighbours`).
     """
-    ref, in_reference = reference_rows(X, to_net, n, seed, rows, comm)
-    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True)
-    return {"knn_ref": ref, "knn_k": int(k), "knn_mean": float(d.mean()),
+    ref, in_reference = reference_rows(X, to_net, n, seed, rows, comm, bags)
+    bags = len(ref) // max(1, min(n, rows))
+    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True, bags=bags)
+    return {"knn_ref": ref, "knn_k": int(k), "knn_bags": int(bags), "knn_mean": float(d.mean()),
             "knn_mean_sq": float(d.square().mean())}, in_reference
 
 
-def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None) -> tuple[np.ndarray, np.ndarray]:
+def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None, bags: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``rows`` training rows drawn by ``seed``, in the network's layout, flattened (float32; all ranks'
-    rows, in row order), and a boolean per row of this rank's shard marking the drawn rows."""
+    rows, in row order), and a boolean per row of this rank's shard marking the drawn rows.
+
+    ``bags`` > 1 (and more than ``rows`` rows): that many draws of ``rows`` rows each, one after the other
+    from the same generator (a row may be in several), returned bag after bag, each in row order;
+    the mask marks the rows in any bag. The rows are read once, whatever the number of bags."""
     from .comm import Comm
 
     comm = comm or Comm()
-    pick = np.sort(np.random.default_rng(seed).permutation(n)[:rows]) if n > rows else np.arange(n)
+    rng = np.random.default_rng(seed)
+    draws = [np.sort(rng.permutation(n)[:rows]) for _ in range(bags)] if n > rows else [np.arange(n)]
+    pick = np.unique(np.concatenate(draws))
     in_reference = np.zeros(n, dtype=bool)
     in_reference[pick] = True
     start, stop = comm.shard(n)
@@ -395,6 +424,8 @@ def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None) -> tuple[
     else:
         ref = to_net(X[np.flatnonzero(in_reference)])
     ref = comm.concat(np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32))
+    if len(draws) > 1:  # the union, read in row order, back into the bags
+        ref = np.ascontiguousarray(ref[np.searchsorted(pick, np.concatenate(draws))])
     return ref, in_reference
 
 
@@ -427,6 +458,15 @@ def forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
     z = torch.cat([fitted.model(x[i : i + EVAL_ROWS], sample=False).z.float().cpu()
                    for i in range(0, len(x), EVAL_ROWS)])
     return fit_forest(z.numpy(), seed)
+
+
+def input_forest_state(fitted: "Fitted", X, n: int, seed: int, comm=None) -> dict:
+    """The isolation forest of the "isolation" scores, fitted on up to :data:`aelab.forest.FOREST_ROWS`
+    training rows drawn by ``seed`` in the network's layout (scaled, flattened), as :func:`forest_state` draws
+    them: scikit-learn's IsolationForest on the rows themselves, held as tables."""
+    from .forest import FOREST_ROWS, fit_forest
+
+    return fit_forest(reference_rows(X, fitted.to_net, n, seed, FOREST_ROWS, comm)[0], seed)
 
 
 #: training values kept per term for the rank fusions (all of them up to this many rows, else as many quantiles)

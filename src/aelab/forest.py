@@ -26,12 +26,16 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["FOREST_TREES", "FOREST_SAMPLES", "FOREST_ROWS", "fit_forest", "forest_path", "average_path_length"]
+__all__ = ["FOREST_TREES", "FOREST_SAMPLES", "FOREST_ROWS", "fit_forest", "forest_path", "forest_split",
+           "average_path_length"]
 
 FOREST_TREES = 100    # trees (IsolationForest's default)
 FOREST_SAMPLES = 256  # rows per tree (IsolationForest's default max_samples)
 FOREST_ROWS = 4096    # training rows whose codes the forest is fitted on (a random sample above that)
 TABLES = ("feature", "threshold", "left", "right", "value")
+#: kept beside the tables when present (forests fitted by older versions lack it): ``share``, each node's share of
+#: its parent's rows (the root: 1), from which :func:`forest_split` weighs how much a split isolated a row
+OPTIONAL_TABLES = ("share",)
 
 
 def average_path_length(m) -> np.ndarray:
@@ -61,6 +65,7 @@ def fit_forest(Z: np.ndarray, seed: int, n_trees: int = FOREST_TREES, max_sample
     left = np.tile(np.arange(nodes, dtype=np.int64), (T, 1))
     right = left.copy()
     value = np.zeros((T, nodes), np.float64)
+    share = np.ones((T, nodes), np.float64)
     deepest = 0
     for i, (tree, used) in enumerate(zip(trees, forest.estimators_features_)):
         depth = np.zeros(tree.node_count, np.int64)
@@ -71,12 +76,14 @@ def fit_forest(Z: np.ndarray, seed: int, n_trees: int = FOREST_TREES, max_sample
                 feature[i, node] = used[tree.feature[node]] if remap else tree.feature[node]
                 threshold[i, node] = tree.threshold[node]
                 left[i, node], right[i, node] = lc, rc
+                for child in (lc, rc):
+                    share[i, child] = tree.n_node_samples[child] / tree.n_node_samples[node]
             else:
                 value[i, node] = depth[node] + average_path_length(tree.n_node_samples[node])
         deepest = max(deepest, int(depth.max()))
     offset = (np.arange(T, dtype=np.int64) * nodes)[:, None]
     return {"feature": feature, "threshold": threshold, "left": left + offset, "right": right + offset,
-            "value": value, "depth": deepest, "c": float(average_path_length(psi)) or 1.0}
+            "value": value, "share": share, "depth": deepest, "c": float(average_path_length(psi)) or 1.0}
 
 
 def forest_path(z: torch.Tensor, feature, threshold, left, right, value, depth: int) -> torch.Tensor:
@@ -92,6 +99,29 @@ def forest_path(z: torch.Tensor, feature, threshold, left, right, value, depth: 
         go_left = z.gather(1, feature[node]) <= threshold[node]
         node = torch.where(go_left, left[node], right[node])
     return value[node].mean(dim=1)
+
+
+def forest_split(z: torch.Tensor, feature, threshold, left, right, share, depth: int) -> torch.Tensor:
+    """(n, features) float64: for each row of ``z``, per feature, how much its splits narrowed the row's company
+    along the row's path in every tree, summed over the trees: a split on feature j that sends the row to a child
+    holding the share ``s`` of the node's training rows adds ``-log s`` to feature j. Along one path these add up
+    to ``log(rows at the root / rows in the leaf)``, the narrowing that a short path means; a cut that leaves the
+    row with few others counts most (DIFFI, Carletti et al. 2020, weighs splits by the same imbalance). The same
+    loop as :func:`forest_path`, with a scatter-add that runs in the ONNX graph too."""
+    trees, nodes = feature.shape
+    feature, threshold = feature.reshape(-1), threshold.reshape(-1)
+    left, right, share = left.reshape(-1), right.reshape(-1), share.reshape(-1)
+    z = z.reshape(z.shape[0], -1).to(torch.float64)
+    roots = torch.arange(trees, dtype=torch.int64, device=z.device) * nodes
+    node = roots[None, :] + torch.zeros_like(z[:, :1], dtype=torch.int64)
+    acc = torch.zeros_like(z)
+    for _ in range(int(depth)):
+        f = feature[node]
+        nxt = torch.where(z.gather(1, f) <= threshold[node], left[node], right[node])
+        w = torch.where(nxt != node, -torch.log(share[nxt]), torch.zeros_like(share[nxt]))  # a leaf points at itself
+        acc = acc.scatter_add(1, f, w)
+        node = nxt
+    return acc
 
 
 def isolation_score(path: torch.Tensor, c: float) -> torch.Tensor:

@@ -25,6 +25,7 @@ from . import losses
 from .emission import (EMISSION_BLUR, EMISSION_LIT, SPECTRUM_BINS, SPECTRUM_BLUR, SPECTRUM_MIN_WIDTH,  # noqa: F401
                        SPECTRUM_TAIL, emission_log_density, emission_weights, spectrum_bins, spectrum_log_density)
 from .exceptions import ConfigError
+from .neighbours import _exporting, _knn_mean, _knn_tables, knn_distance  # noqa: F401
 
 __all__ = ["Head", "Reconstruction", "Latent", "Knn", "Emission", "Forest", "Fusion", "Sum", "RankSum", "HeadSpec",
            "HEADS", "register", "register_fusion", "build_head", "knn_distance", "mahalanobis", "latent_precision",
@@ -58,68 +59,6 @@ def mahalanobis(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) ->
     """Squared Mahalanobis distance of each row of ``z`` (float64 arithmetic)."""
     D = z.to(torch.float64) - mean.to(torch.float64)
     return ((D @ precision) * D).sum(dim=1)
-
-
-def _knn_tables(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(centre, ref - centre, -2 (ref - centre)^T, |ref - centre|^2) of reference rows, float32."""
-    ref = ref.reshape(ref.shape[0], -1).float()
-    centre = ref.mean(dim=0)
-    ref = ref - centre
-    return centre, ref.contiguous(), (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1)
-
-
-#: Elements of the (rows, k, features) differences held at once when the nearest rows' distances are
-#: recomputed (a block of rows at a time; one block when exporting).
-EXACT_BLOCK = 1 << 22
-
-
-def _exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-
-
-def _knn_mean(x, centre, ref, ref_t, ref_sq, k: int, exclude=None) -> torch.Tensor:
-    """Mean distance of each row of ``x`` to its k nearest reference rows (float64 result).
-
-    Both sides are centred on the reference mean. One matrix product plus a bias ranks the
-    reference rows (``|x - c - r|^2 = |x - c|^2 - 2 r.(x - c) + |r|^2``, whose terms cancel for
-    near neighbours), then the distances of the k selected rows are recomputed from their direct
-    differences: exact to float32 rounding, and the same whatever the batch a row comes in.
-    ``exclude``: a boolean per row marking rows that are themselves reference rows, whose zero
-    distance to themselves is skipped.
-    """
-    xc = x.reshape(x.shape[0], -1).to(ref_t.dtype) - centre
-    part = torch.addmm(ref_sq, xc, ref_t)
-    extra = int(exclude is not None and bool(exclude.any()))
-    kk = min(k + extra, part.shape[1])
-    idx = part.topk(kk, dim=1, largest=False).indices
-    n = xc.shape[0]
-    if not isinstance(n, int) or _exporting():  # a graph: one block, whatever the batch size
-        d2 = (xc[:, None, :] - ref[idx]).square().sum(-1, dtype=torch.float64)
-    else:
-        step = max(1, EXACT_BLOCK // max(1, kk * xc.shape[1]))
-        d2 = torch.cat([(xc[i : i + step, None, :] - ref[idx[i : i + step]]).square().sum(-1, dtype=torch.float64)
-                        for i in range(0, n, step)]) if n else part[:, :kk].double()
-    d = d2.sort(dim=1).values.sqrt()
-    if extra and kk > 1:
-        own = d[:, 1:].mean(dim=1)  # the row itself is the nearest: skip it
-        other = d[:, : kk - 1].mean(dim=1) if kk > k else d.mean(dim=1)
-        return torch.where(exclude.to(device=d.device, dtype=torch.bool), own, other)
-    return d.mean(dim=1)
-
-
-def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False, block: int = 4096) -> torch.Tensor:
-    """Mean Euclidean distance of each row of ``x`` (flattened) to its ``k`` nearest rows of ``ref`` (float64).
-
-    ``exclude_self``: True when ``x`` is ``ref`` itself, or a boolean tensor marking the rows
-    of ``x`` that are rows of ``ref``: their zero distance to themselves is skipped.
-    """
-    centre, ref_c, ref_t, ref_sq = _knn_tables(ref.to(x.device))
-    n = x.shape[0]
-    mask = exclude_self if isinstance(exclude_self, torch.Tensor) else (
-        torch.ones(n, dtype=torch.bool, device=x.device) if exclude_self else None)
-    out = [_knn_mean(x[i : i + block], centre, ref_c, ref_t, ref_sq, k, None if mask is None else mask[i : i + block])
-           for i in range(0, n, block)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
 
 
 # ------------------------------------------------------------------ heads
@@ -170,21 +109,22 @@ class Latent(Head):
 
 
 class Knn(Head):
-    """Mean distance to the k nearest reference rows (scaled training rows, flattened)."""
+    """Mean distance to the k nearest reference rows (scaled training rows, flattened), averaged over ``bags``
+    equal bags of them (:mod:`aelab.neighbours`)."""
 
     term = "knn"
 
-    def __init__(self, ref, k: int):
+    def __init__(self, ref, k: int, bags: int = 1):
         super().__init__()
         centre, ref_c, ref_t, ref_sq = _knn_tables(torch.as_tensor(ref, dtype=torch.float32))
         self.register_buffer("centre", centre)
         self.register_buffer("ref", ref_c)
         self.register_buffer("ref_t", ref_t)
         self.register_buffer("ref_sq", ref_sq)
-        self.k = int(k)
+        self.k, self.bags = int(k), int(bags)
 
     def forward(self, x, out, exclude=None):
-        return _knn_mean(x, self.centre, self.ref, self.ref_t, self.ref_sq, self.k, exclude)
+        return _knn_mean(x, self.centre, self.ref, self.ref_t, self.ref_sq, self.k, exclude, self.bags)
 
 
 class Emission(Head):
@@ -256,16 +196,18 @@ class Spectrum(Emission):
 
 
 class Forest(Head):
-    """Isolation in the code space: ``2^(-E[path] / c(psi))`` of the code under the isolation forest fitted on the
-    training codes (:mod:`aelab.forest`), in (0, 1). Its tables are buffers, so it runs in the ONNX graph."""
+    """Isolation: ``2^(-E[path] / c(psi))`` of the code (``space="code"``, the score "iforest") or of the network's
+    input (``space="input"``, the score "isolation": scikit-learn's IsolationForest on the scaled rows) under the
+    isolation forest fitted on the training rows' codes or inputs (:mod:`aelab.forest`), in (0, 1). Its tables
+    are buffers, so it runs in the ONNX graph."""
 
-    term = "iforest"
-
-    def __init__(self, tables: dict):
+    def __init__(self, tables: dict, space: str = "code"):
         super().__init__()
-        from .forest import TABLES
+        self.space = space
+        self.term = "iforest" if space == "code" else "isolation"
+        from .forest import OPTIONAL_TABLES, TABLES
 
-        for name in TABLES:
+        for name in TABLES + tuple(t for t in OPTIONAL_TABLES if t in tables):
             v = torch.as_tensor(tables[name])
             self.register_buffer(name, v.to(torch.int64 if name in ("feature", "left", "right") else torch.float64))
         self.depth = int(tables["depth"])
@@ -275,8 +217,24 @@ class Forest(Head):
     def forward(self, x, out, exclude=None):
         from .forest import forest_path
 
-        path = forest_path(out.z, self.feature, self.threshold, self.left, self.right, self.value, self.depth)
+        v = out.z if self.space == "code" else x.reshape(x.shape[0], -1)
+        path = forest_path(v, self.feature, self.threshold, self.left, self.right, self.value, self.depth)
         return torch.exp(path * self.rate)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """The "error" rule of "isolation" (m, D) float64, summing to the score: the score shared out over the
+        inputs in proportion to how much their splits narrowed the row's company on its paths
+        (:func:`aelab.forest.forest_split`); evenly where no split did (a forest of single-row trees)."""
+        from .forest import forest_split
+
+        if self.space != "input" or not hasattr(self, "share"):
+            raise ConfigError(f"the isolation forest of {self.term!r} has no per-input split (on the codes, or fitted "
+                              "by an older aelab); explain it with method='shapley'.")
+        xf = x.reshape(x.shape[0], -1)
+        w = forest_split(xf, self.feature, self.threshold, self.left, self.right, self.share, self.depth)
+        total = w.sum(dim=1, keepdim=True)
+        s = self(x, None)[:, None]
+        return torch.where(total > 0, s * w / total.clamp_min(1e-300), s / xf.shape[1])
 
 
 class Variational(Head):
@@ -383,6 +341,7 @@ class HeadSpec:
     variational: bool = False  # needs a VAE
     emission: bool = False     # needs the emission density of the training images (image models keep one)
     forest: bool = False       # needs the isolation forest fitted on the training codes
+    input_forest: bool = False  # needs the isolation forest fitted on the training inputs
     terms: tuple = ()          # a fusion: the scores it sums, each over its training statistics (term_stats)
 
 
@@ -390,11 +349,11 @@ HEADS: dict[str, HeadSpec] = {}
 
 
 def register(name: str, *, fitted: bool = False, neighbours: bool = False, variational: bool = False,
-             emission: bool = False, forest: bool = False, terms: tuple = ()):
+             emission: bool = False, forest: bool = False, input_forest: bool = False, terms: tuple = ()):
     """Register ``build(stats) -> Head`` as the score ``name``."""
     def deco(build):
-        HEADS[name] = HeadSpec(build, fitted or neighbours or emission or forest or bool(terms), neighbours,
-                               variational, emission, forest, tuple(terms))
+        HEADS[name] = HeadSpec(build, fitted or neighbours or emission or forest or input_forest or bool(terms),
+                               neighbours, variational, emission, forest, input_forest, tuple(terms))
         return build
     return deco
 
@@ -414,7 +373,8 @@ def register_fusion(name: str, terms: tuple, rule: str = "std") -> None:
         return Sum([(build_head(t, s), 1, float(ts[t][col]), 1.0) for t in terms])
 
     register(name, neighbours=any(h.neighbours for h in specs), forest=any(h.forest for h in specs),
-             emission=any(h.emission for h in specs), terms=tuple(terms))(build)
+             input_forest=any(h.input_forest for h in specs), emission=any(h.emission for h in specs),
+             terms=tuple(terms))(build)
 
 
 def _latent(s) -> Latent:
@@ -425,7 +385,7 @@ def _latent(s) -> Latent:
 
 def _knn(s) -> Knn:
     ref = s["knn_ref"]
-    return Knn(ref.cpu() if torch.is_tensor(ref) else ref, s["knn_k"])
+    return Knn(ref.cpu() if torch.is_tensor(ref) else ref, s["knn_k"], s.get("knn_bags") or 1)
 
 
 def _relative_to_mean(s, kind: str) -> tuple:
@@ -453,6 +413,10 @@ register("mse+latent+knn", neighbours=True)(
 register("emission", emission=True)(lambda s: Emission(s["emission_log_density"], s["preprocess"]))
 register("spectrum", emission=True)(lambda s: Spectrum(*s["spectrum"], s["preprocess"]))
 register("iforest", forest=True)(lambda s: Forest(s["forest"]))
+register("isolation", input_forest=True)(lambda s: Forest(s["input_forest"], space="input"))
+#: contaminated tables: the bagged neighbour distance plus isolation of the row, each over its training mean;
+#: the default for tables whose training rows may hold anomalies (aelab.scoring.DEFAULT_TABLE_SCORE)
+register_fusion("knn+isolation", ("knn", "isolation"), rule="mean")
 #: every term of the family, each standardised by its training mean and spread (up to a constant)
 register_fusion("z:mse+latent+knn+iforest", ("mse", "latent", "knn", "iforest"))
 #: intensity images (jet images): where the image is lit plus where and how brightly, each over its training
@@ -466,7 +430,8 @@ del _kind
 def build_head(score: str, stats: dict | None = None) -> Head:
     """The head of ``score`` from fitted statistics ``stats`` (``latent_mean``, ``latent_cov``,
     ``recon_means`` {name: mean}, ``knn_ref``, ``knn_k``, ``knn_mean``, ``knn_mean_sq``, ``recon_kind``,
-    ``forest``: the tables of :func:`aelab.forest.fit_forest`, ``term_stats``: {term: (training mean, std,
+    ``forest`` / ``input_forest``: the tables of :func:`aelab.forest.fit_forest` (codes / inputs), ``knn_bags``,
+    ``term_stats``: {term: (training mean, std,
     sorted values)} of a fusion's terms)."""
     spec = HEADS.get(score)
     if spec is None:
@@ -488,6 +453,10 @@ def build_head(score: str, stats: dict | None = None) -> Head:
         raise ConfigError(f"score={score!r} needs the training images' density of lit pixels by intensity, which an "
                           "image model keeps from this version of aelab on; this one was saved by an older aelab. "
                           "Refit it, or pass score='emission'.")
+    if spec.input_forest and stats.get("input_forest") is None:
+        raise ConfigError(f"score={score!r} needs the isolation forest fitted on the training rows, which a model "
+                          f"keeps when its default score uses it. Fit with anomaly_score={score!r}, or pass another "
+                          "score.")
     if spec.forest and stats.get("forest") is None:
         raise ConfigError(f"score={score!r} needs the isolation forest fitted on the training codes, which a model "
                           f"keeps when its default score uses it. Fit with anomaly_score={score!r}, or pass another "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .conformal import fit_state
-from .fitted import Fitted, forest_state, knn_reference, post_fit_statistics, term_statistics
+from .fitted import Fitted, forest_state, input_forest_state, knn_reference, post_fit_statistics, term_statistics
 from .heads import HEADS
 from .scoring import knn_plan, neighbour_score
 
@@ -101,11 +101,13 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
     if draft.layout.kind == "image":  # the densities of "emission" and "spectrum" (the default of intensity images)
         draft = draft.replace(**emission_density(draft, local, owner, comm))
     if neighbour_score(draft.score):
-        rows, k = knn_plan(n, novelty)
-        knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm)
+        rows, k, bags = knn_plan(n, novelty)
+        knn, in_reference = knn_reference(local, draft.to_net, n, knn_seed, k, rows, comm=comm, bags=bags)
         draft = draft.replace(**knn)
     if draft.score in HEADS and HEADS[draft.score].forest:
         draft = draft.replace(forest=forest_state(draft, local, n, knn_seed, comm=comm))
+    if draft.score in HEADS and HEADS[draft.score].input_forest:
+        draft = draft.replace(input_forest=input_forest_state(draft, local, n, knn_seed, comm=comm))
     st = post_fit_statistics(draft.model, local, lambda X_, fn, dt: draft.map(X_, fn, owner, dt), draft.score,
                              draft.recon_kind, latent_gaussian, comm=comm)
     scores = st.pop("decision_scores")
@@ -115,6 +117,7 @@ def finish(draft: Fitted, local, n: int, seed: int, *, owner: str, comm, hashes:
         # (so that any fusion of them can be scored from this fit)
         terms = ("mse", "latent") + (("knn",) if draft.knn_ref is not None else ()) + (
             ("iforest",) if draft.forest is not None else ()) + (
+            ("isolation",) if draft.input_forest is not None else ()) + (
             ("emission", "spectrum") if draft.spectrum is not None else ())
         terms += tuple(t for t in HEADS[draft.score].terms if t not in terms)
         draft = draft.replace(term_stats=term_statistics(draft, local, terms, owner, in_reference, comm))

@@ -20,6 +20,7 @@ import torch
 
 from .exceptions import ConfigError
 from .kinds import kind_of
+from .neighbours import _bag_topk
 from .scoring import knn_combined, neighbour_score, score_batch
 
 __all__ = ["shapley_enumerate", "Gaussian", "QUADRATIC_SCORES"]
@@ -180,15 +181,15 @@ class _PointScorer:
             ref = stats["knn_ref"].float()
             centre = ref.mean(dim=0)
             ref = ref - centre
-            self.knn = (centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1), int(stats["knn_k"]))
+            self.knn = (centre, (-2.0 * ref).T.contiguous(), ref.square().sum(dim=1), int(stats["knn_k"]),
+                        int(stats.get("knn_bags") or 1))
 
     def _dk(self, x: torch.Tensor) -> torch.Tensor:
-        centre, ref_t, ref_sq, k = self.knn
+        centre, ref_t, ref_sq, k, bags = self.knn
         xc = x.reshape(len(x), -1) - centre
         part = torch.addmm(ref_sq, xc, ref_t)
-        k = min(k, part.shape[1])
-        d2 = (part.topk(k, dim=1, largest=False).values + xc.square().sum(dim=1, keepdim=True)).clamp_min(0.0)
-        return d2.sqrt().to(torch.float64).mean(dim=1)
+        d2 = (_bag_topk(part, k, bags)[0] + xc.square().sum(dim=1)[:, None, None]).clamp_min(0.0)
+        return d2.sqrt().to(torch.float64).mean(dim=(1, 2))
 
     @torch.no_grad()
     def __call__(self, P: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -50,6 +50,7 @@ from torch import nn
 from ..exceptions import ConfigError
 from ..fitted import Fitted
 from ..kinds import kind_of
+from ..neighbours import knn_indices
 from ..scoring import fitted_score, neighbour_score
 from ..preprocess import Preprocess
 from .int8 import CALIBRATION_ROWS, format_int8_cost, int8_cost, quantize_int8  # noqa: F401 (re-exported)
@@ -132,9 +133,8 @@ class ScoreGraph(nn.Module):
     def _neighbours(self, x: torch.Tensor):
         """(x - r for the k nearest reference rows r, d_k), ranked and measured as the score head does."""
         xc = x.reshape(x.shape[0], -1) - getattr(self, HEAD + "knn_centre")
-        part = xc @ getattr(self, HEAD + "knn_ref_t") + getattr(self, HEAD + "knn_ref_sq")
-        k = min(int(self.floats["knn_k"]), part.shape[1])
-        idx = part.topk(k, dim=1, largest=False).indices
+        idx = knn_indices(xc, getattr(self, HEAD + "knn_ref_t"), getattr(self, HEAD + "knn_ref_sq"),
+                          int(self.floats["knn_k"]), int(self.floats.get("knn_bags") or 1))
         diff = xc[:, None, :] - getattr(self, HEAD + "knn_ref_c")[idx]
         d2 = diff.square().sum(-1, dtype=torch.float64)
         return diff.to(torch.float64), d2.sqrt().mean(dim=1)
