@@ -1,4 +1,4 @@
-"""The default anomaly scores ("auto" -> "relative+latent" / "knn+isolation" / "knn" / "mse+latent") and auto rules."""
+"""The default anomaly scores ("auto" -> "relative+latent" / "knn" / "knn+isolation" / "mse+latent") and auto rules."""
 
 import numpy as np
 import pytest
@@ -57,24 +57,23 @@ def test_new_scores_match_hand_computation(cls, table, images):
             Z = est.transform(X).astype(np.float64)
             np.testing.assert_allclose(est.latent_mean_, Z.mean(0), rtol=1e-4, atol=1e-6)
             # with mean ~1 per term, the default score averages about 2 on the training images
-            # (relative+latent); on tables (knn+isolation) each term is over its mean on these very rows
+            # (relative+latent); tables get the bagged neighbour distance ("knn")
             if X is images:
                 assert 1.5 < est.decision_scores_.mean() < 2.5
             else:
-                assert est.score_ == "knn+isolation"
-                np.testing.assert_allclose(est.decision_scores_.mean(), 2.0, rtol=1e-9)
+                assert est.score_ == "knn" and est.decision_scores_.min() > 0
 
 
 def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, images):
     ae_t = aelab.Autoencoder(**FAST).fit(table)
     ae_i = aelab.Autoencoder(**FAST).fit(images)
-    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "knn+isolation"
+    assert ae_t.anomaly_score == "auto" and ae_t.score_ == "knn"
     assert ae_i.score_ == "relative+latent"
     for est, X in ((ae_t, table), (ae_i, images)):
         np.testing.assert_allclose(est.decision_function(X), est.decision_function(X, score=est.score_))
     np.testing.assert_allclose(ae_i.decision_scores_, ae_i.decision_function(images), rtol=1e-6)
     # with the neighbour term a training row's score leaves the row out of its own neighbours (in each bag
-    # that holds it): exactly the distance term is larger, the isolation term is identical
+    # that holds it): exactly those rows score higher
     from aelab.scoring import KNN_BAGS_CONTAMINATED, KNN_REF_ROWS_CONTAMINATED, knn_distance
 
     f = ae_t.fitted_
@@ -85,12 +84,11 @@ def test_auto_resolves_by_scaler_and_decision_scores_are_training_scores(table, 
     kept = {r.tobytes() for r in f.knn_ref}  # the training rows drawn into any bag
     own = torch.tensor([r.tobytes() in kept for r in x.reshape(len(x), -1).numpy()])
     assert KNN_REF_ROWS_CONTAMINATED < int(own.sum()) < len(table)
-    gap = (knn_distance(x, ref, f.knn_k, exclude_self=own, bags=bags)
-           - knn_distance(x, ref, f.knn_k, bags=bags)).numpy() / f.term_stats["knn"][0]
+    gap = (knn_distance(x, ref, f.knn_k, exclude_self=own, bags=bags) - knn_distance(x, ref, f.knn_k, bags=bags)).numpy()
     np.testing.assert_allclose(ae_t.decision_scores_ - ae_t.decision_function(table), gap, rtol=1e-5, atol=1e-9)
     assert gap[own.numpy()].min() > 0 and np.abs(gap[~own.numpy()]).max() < 1e-12  # others: rounding only
     assert resolve_score("auto", "minmax") == "relative+latent"
-    assert resolve_score("auto", "standard") == "knn+isolation"
+    assert resolve_score("auto", "standard") == "knn"
     assert resolve_score("auto", "standard", novelty=True) == "knn+isolation"
     assert resolve_score("auto", "minmax", novelty=True) == "relative+latent"
     assert resolve_score("auto", "standard", table=False) == "mse+latent"
@@ -190,7 +188,7 @@ def test_novelty_tables_get_the_neighbour_distance(table, images, tmp_path):
     est = aelab.Autoencoder(novelty=True, **FAST).fit(table)
     assert est.score_ == "knn+isolation" and est._trim() == 0.0 and est.fitted_.knn_bags == 1
     assert aelab.Autoencoder(novelty=True, **FAST).fit(images).score_ == "relative+latent"  # images keep theirs
-    assert aelab.Autoencoder(**FAST).fit(table).score_ == "knn+isolation"  # no statement: maybe contaminated
+    assert aelab.Autoencoder(**FAST).fit(table).score_ == "knn"  # no statement: maybe contaminated
     # by hand, in float64: mean distance to the 5 nearest training rows (all of them are the reference here)
     ref = est.fitted_.to_net(table).reshape(len(table), -1).astype(np.float64)
     Q = est.fitted_.to_net(table[:50]).reshape(50, -1).astype(np.float64) + 0.3

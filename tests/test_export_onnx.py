@@ -64,7 +64,7 @@ def models(table, images):
 def test_every_output_matches_torch_at_any_batch_size(name, models, table, images, tmp_path):
     est = models[name]
     T = images[1] if "image" in name else table[1][:37]
-    assert est.score_ == ("relative+latent" if "image" in name else "knn+isolation")
+    assert est.score_ == ("relative+latent" if "image" in name else "knn")
     expected = {"score": est.decision_function(T), "reconstruction": est.reconstruct(T), "latent": est.transform(T),
                 "attribution": est.explain(T, method="error").contributions}
     for output in OUTPUTS:  # the dynamo exporter (default) for the score, the legacy one for the rest (faster)
@@ -111,7 +111,7 @@ def test_saved_loaded_model_exports_one_self_contained_file_with_metadata(models
     proto = onnx.load(str(path), load_external_data=False)
     assert not any(onnx.external_data_helper.uses_external_data(t) for t in proto.graph.initializer)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["aelab_version"] == aelab.__version__ and meta["score"] == "knn+isolation"
+    assert meta["aelab_version"] == aelab.__version__ and meta["score"] == "knn"
     assert float(meta["threshold"]) == est.threshold_ and json.loads(meta["threshold_rule"]) == est.threshold_rule_
     assert json.loads(meta["input_shape"]) == [10] and meta["n_features"] == "10" and meta["input_dtype"] == "float32"
     assert rel(ort(path, table[1]), est.decision_function(table[1])) < TOL
@@ -123,7 +123,8 @@ def test_other_scores_and_the_vae_scores_export(models, table, tmp_path):
         path = export_onnx(vae, tmp_path / "m.onnx", score=score, dynamo=False)
         proto = onnx.load(str(path))
         meta = {p.key: p.value for p in proto.metadata_props}
-        assert meta["score"] == score and "threshold" not in meta  # the threshold is the default score's
+        # the threshold is the default score's ("knn" on a table), and travels only with it
+        assert meta["score"] == score and ("threshold" in meta) == (score == vae.score_), score
         knn_consts = any(i.name.startswith("head_") and i.name.endswith("ref_t") for i in proto.graph.initializer)
         assert knn_consts == ("knn" in score), score  # the reference rows travel only with a neighbour score
         # kl sums 0.5 (mu^2 + e^lv - 1 - lv): float32 cancellation near lv = 0 costs torch itself ~1e-5
@@ -160,8 +161,8 @@ def test_scores_that_cannot_be_expressed_and_bad_arguments_raise(models, tmp_pat
 
 def test_int8_dense_dynamic_and_conv_static_report_their_cost(models, table, images, tmp_path):
     ae = models["ae-dense-table"]
-    # a score that runs the network (the table default, "knn+isolation", needs none of it, and its reference
-    # rows, float constants, would outweigh the network the quantisation shrinks)
+    # a score that runs the network (the table default, "knn", needs none of it, and reference rows, float
+    # constants, can outweigh the network the quantisation shrinks)
     f32 = ae.export_onnx(tmp_path / "dense.onnx", dynamo=False, score="mse+latent")
     q = onnx.load(str(quantize_int8(f32, tmp_path / "dense8.onnx")))
     ops = [n.op_type for n in q.graph.node]
@@ -205,7 +206,7 @@ def test_cli_export_then_score_and_evaluate_with_onnxruntime(cli, models, table,
     np.save(tmp_path / "T.npy", table[1])
     np.save(tmp_path / "y.npy", table[2])
     code, out, _ = cli("export", tmp_path / "model", "--format", "onnx", "--out", tmp_path / "m.onnx")
-    assert code == 0 and "knn+isolation" in out
+    assert code == 0 and "knn" in out
     assert rel(ort(tmp_path / "m.onnx", table[1]), ae.decision_function(table[1])) < TOL
     for engine in ("torch", "onnxruntime"):
         code, out, _ = cli("score", tmp_path / "model", tmp_path / "T.npy", "--engine", engine, "--stream", "always",

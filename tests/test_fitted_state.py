@@ -34,7 +34,7 @@ def test_collider_events_are_tables_of_objects(caplog):
         ae3 = aelab.Autoencoder(epochs=30, random_state=0).fit(X_train)
     assert "table of objects" in caplog.text and "(2000, 19, 3)" in caplog.text
     assert ae3.input_kind_ == "table" and ae3.scaler_.kind == "standard" and ae3.scaler_.offset.size == 57
-    assert ae3.model_cfg_.output == "identity" and ae3.score_ == "knn+isolation" and ae3.model_cfg_.arch == "dense"
+    assert ae3.model_cfg_.output == "identity" and ae3.score_ == "knn" and ae3.model_cfg_.arch == "dense"
     auc3 = roc_auc(y, ae3.decision_function(X_test))
     ae2 = aelab.Autoencoder(epochs=30, random_state=0).fit(X_train.reshape(2000, 57))
     auc2 = roc_auc(y, ae2.decision_function(X_test.reshape(1000, 57)))
@@ -102,7 +102,7 @@ def test_streamed_fit_takes_the_same_decisions_and_model_as_in_memory(tmp_path):
     with aelab.io.open_array(tmp_path / "x.npy", chunk_rows=1000) as src:
         streamed = aelab.Autoencoder(**kw).fit(src)
     for est in (mem, streamed):
-        assert est.scaler_.kind == "standard" and est.model_cfg_.output == "identity" and est.score_ == "knn+isolation"
+        assert est.scaler_.kind == "standard" and est.model_cfg_.output == "identity" and est.score_ == "knn"
         assert len(est.history_["val_loss"]) == len(est.history_["loss"]) == 4
     np.testing.assert_allclose(streamed.scaler_.offset, mem.scaler_.offset, rtol=1e-6)
     np.testing.assert_allclose(streamed.scaler_.scale, mem.scaler_.scale, rtol=1e-6)
@@ -285,7 +285,7 @@ def test_cli_train_gives_the_same_model_family_streamed_or_not(tmp_path, monkeyp
         models[stream] = aelab.load(tmp_path / stream)
     a, b = models["always"], models["never"]
     assert (a.scaler_.kind, a.model_cfg_.output, a.score_) == (b.scaler_.kind, b.model_cfg_.output, b.score_) \
-        == ("standard", "identity", "knn+isolation")
+        == ("standard", "identity", "knn")
     assert set(a.history_) == set(b.history_) == {"loss", "val_loss"}
 
 

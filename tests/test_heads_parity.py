@@ -24,7 +24,7 @@ Tolerances, and why:
   thresholds: a fixed-point code within an LSB of a threshold takes the other branch, which moves that row's
   score by ~1e-3 per flipped tree. Measured: rank correlation 0.9963 (VAE), 0.9980 (conv), 0.9988 (dense), median
   deviation <= 2.6e-3, floored deviation <= 2.4%: its rank bound is 0.992 (twice the worst measured loss).
-  "isolation" (the forest on the inputs, in the table default "knn+isolation") flips the same way on the
+  "isolation" (the forest on the inputs, in the clean table default "knn+isolation") flips the same way on the
   fixed-point inputs: rank correlation 0.9989 (conv), median deviation 0; its rank bound is 0.998;
 * hls4ml's C model against the PyTorch emulation: bit for bit (the C model is run through its double
   interface, which holds these fixed-point values exactly).

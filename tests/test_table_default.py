@@ -1,5 +1,6 @@
-"""The default score of tables that may hold anomalies, "knn+isolation": the bagged neighbour distance
-(aelab.neighbours) and the isolation forest on the inputs ("isolation"), each over its training mean.
+"""The table defaults: the bagged neighbour distance ("knn" when the training rows may hold anomalies,
+aelab.neighbours) and, for clean tables, "knn+isolation": that distance plus the isolation forest on the inputs
+("isolation"), each over its training mean (here fitted with the bags, to test both parts at once).
 
 Checked against numpy and scikit-learn by hand: the bagged distance is the mean of the bags' own k-NN
 distances, a reference row skips itself only in the bags that hold it, the bags are the successive draws of
@@ -29,7 +30,7 @@ def table():
 
 @pytest.fixture(scope="module")
 def model(table):
-    return aelab.Autoencoder(epochs=3, random_state=0).fit(table)
+    return aelab.Autoencoder(anomaly_score="knn+isolation", epochs=3, random_state=0).fit(table)
 
 
 def _hand_knn(Q, R, k, skip_zero=None):
@@ -46,9 +47,11 @@ def test_the_bagged_distance_is_the_mean_of_the_bags_distances():
     rng = np.random.default_rng(0)
     R = rng.normal(size=(4 * 30, 5)).astype(np.float32)
     Q = rng.normal(size=(50, 5)).astype(np.float32)
+    for k in (1, 3):  # k = 1 (the default's, in sets of 1,000 rows or more) takes a minimum, not a top-k
+        got = knn_distance(torch.from_numpy(Q), torch.from_numpy(R), k, bags=4).numpy()
+        want = np.mean([_hand_knn(Q, R[b * 30 : (b + 1) * 30], k) for b in range(4)], axis=0)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
     got = knn_distance(torch.from_numpy(Q), torch.from_numpy(R), 3, bags=4).numpy()
-    want = np.mean([_hand_knn(Q, R[b * 30 : (b + 1) * 30], 3) for b in range(4)], axis=0)
-    np.testing.assert_allclose(got, want, rtol=1e-5)
     # one bag is the plain k-NN distance, and differs from the bagged one
     one = knn_distance(torch.from_numpy(Q), torch.from_numpy(R), 3).numpy()
     np.testing.assert_allclose(one, _hand_knn(Q, R, 3), rtol=1e-5)
@@ -124,10 +127,12 @@ def test_the_default_is_the_two_terms_over_their_training_means(model, table):
 
 
 def test_small_tables_take_one_bag_and_save_load_keeps_the_bags(table, tmp_path):
-    small = aelab.Autoencoder(epochs=2, random_state=0).fit(table[:100])
-    assert small.fitted_.knn_bags == 1 and small.score_ == "knn+isolation"
+    small = aelab.Autoencoder(epochs=2, random_state=0).fit(table[:14])  # fewer rows than a bag holds
+    assert small.fitted_.knn_bags == 1 and small.score_ == "knn"
     big = aelab.Autoencoder(epochs=2, random_state=0).fit(table)
-    assert big.fitted_.knn_bags == 8
+    assert big.score_ == "knn" and big.fitted_.knn_bags == 8 and len(big.fitted_.knn_ref) == 8 * 16
+    clean = aelab.Autoencoder(epochs=2, random_state=0, novelty=True).fit(table)
+    assert clean.score_ == "knn+isolation" and clean.fitted_.knn_bags == 1 and clean.fitted_.input_forest
     big.save(tmp_path / "m")
     back = aelab.load(tmp_path / "m")
     assert back.fitted_.knn_bags == 8

@@ -173,11 +173,12 @@ class Autoencoder(_Base):
                      "mse+knn", "mse+latent+knn", "isolation", "knn+isolation", ...}
         Default anomaly score of :meth:`decision_function` (:mod:`aelab.scoring`, :data:`aelab.heads.HEADS`).
         "auto" resolves at fit (to ``score_``): "relative+latent" for data min-max scaled
-        to [0, 1] (images); for other tables "knn+isolation" (the distance to the nearest
-        training rows, averaged over 8 small bags of them, or to the 5 nearest of up to 4,096
-        with ``novelty=True``, plus an isolation forest's score of the row, each relative to its
-        training mean). On tables it uses no network: leave one data set out chose it over every
-        sum with the reconstruction and code terms (docs/anomaly.md); those stay available by name. Called
+        to [0, 1] (images); for other tables "knn" (the distance to the nearest training rows,
+        averaged over 8 small bags of them), or with ``novelty=True`` "knn+isolation" (the mean
+        distance to the 5 nearest of up to 4,096 rows plus an isolation forest's score of the
+        row, each relative to its training mean). On tables neither uses the network: leave one
+        data set out chose them over every sum with the reconstruction and code terms
+        (docs/anomaly.md); those stay available by name. Called
         ``score`` before aelab 0.2 (the old name still works, with a FutureWarning).
     contamination : float
         Share of training samples assumed anomalous, used for the threshold set at fit.
@@ -216,10 +217,9 @@ class Autoencoder(_Base):
     novelty : bool, default False
         True states that the training data are clean (normal samples only), as in
         scikit-learn's ``LocalOutlierFactor(novelty=True)``; False (the default) that they
-        may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables, the
-        neighbour term of the default "knn+isolation" is the mean distance to the 5 nearest of
-        up to 4,096 training rows (not 8 bags of 128 rows with k = 1.2% of a bag). See
-        docs/anomaly.md, "Tables: contaminated or clean".
+        may hide anomalies. With True, ``trim="auto"`` resolves to 0 and, for tables,
+        ``anomaly_score="auto"`` to "knn+isolation" with the 5 nearest of up to 4,096 training
+        rows (not 8 bags of 16). See docs/anomaly.md, "Tables: contaminated or clean".
     input_kind : {"auto", "table", "image"}
         How to read X (see :mod:`aelab.layout`). "auto": 2-D arrays are tables, 4-D arrays
         images; a 3-D array (n, a, b) is greyscale images when its values look like

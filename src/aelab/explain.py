@@ -20,7 +20,7 @@ needed, base value 0. Every term of :mod:`aelab.scoring` is split over the input
   differences (a neighbour at distance 0 gives nothing); ``d_k^2`` ("mse+knn") as
   ``d_k`` times that split; bagged neighbours (the contaminated default) are the k of
   every bag, whose mean distance is the score's;
-* the isolation term ("isolation", in the default "knn+isolation"), which is not additive in
+* the isolation term ("isolation", in the clean table default "knn+isolation"), which is not additive in
   the inputs: **the split rule** shares the score among the inputs in proportion to the
   narrowing their splits achieved on the row's paths through the trees, each split adding
   ``-log (share of the node's training rows that went the row's way)`` to its feature (the

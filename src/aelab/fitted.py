@@ -26,7 +26,8 @@ from .exceptions import ConfigError, DataError
 from .layout import Layout
 from .preprocessing import RunningStats, Scaler
 from .heads import HEADS, Latent, build_head, knn_distance, latent_precision, mahalanobis
-from .scoring import FITTED_SCORES, KNN_REF_ROWS, RECON_MEAN_SCORES, fitted_score, neighbour_score
+from .neighbours import knn_reference, reference_rows  # noqa: F401 (the reference rows of the neighbour scores)
+from .scoring import FITTED_SCORES, RECON_MEAN_SCORES, fitted_score, neighbour_score
 
 __all__ = ["Fitted", "EVAL_ROWS", "post_fit_statistics"]
 
@@ -380,53 +381,6 @@ def _forest_of(fitted: dict, tensors: dict, name: str) -> dict | None:
     if missing or len({out[k].shape for k in TABLES}) != 1:
         raise KeyError(f"the {name} tables are incomplete or of different shapes (missing: {missing})")
     return out
-
-
-def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = KNN_REF_ROWS,
-                  comm=None, bags: int = 1) -> tuple[dict, np.ndarray]:
-    """The reference rows of the "knn" scores and the training means of their neighbour distance and its square,
-    and a boolean per training row marking the rows that are in the reference set.
-
-    Up to ``rows`` training rows, drawn by ``seed`` (the same rows whether X is an array or
-    a streamed source), in the network's scaled layout, flattened; the distances of the
-    reference rows leave each row itself out. Data-parallel (``comm``), X is this rank's
-    shard of the n rows: each rank contributes its reference rows, in row order, and the
-    returned mask covers the shard. ``bags`` > 1: that many bags of ``rows`` rows each, drawn one after the
-    other (:func:`reference_rows`), whose distances are averaged (:mod:`aelab.neighbours`).
-    """
-    ref, in_reference = reference_rows(X, to_net, n, seed, rows, comm, bags)
-    bags = len(ref) // max(1, min(n, rows))
-    d = knn_distance(torch.from_numpy(ref), torch.from_numpy(ref), k, exclude_self=True, bags=bags)
-    return {"knn_ref": ref, "knn_k": int(k), "knn_bags": int(bags), "knn_mean": float(d.mean()),
-            "knn_mean_sq": float(d.square().mean())}, in_reference
-
-
-def reference_rows(X, to_net, n: int, seed: int, rows: int, comm=None, bags: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``rows`` training rows drawn by ``seed``, in the network's layout, flattened (float32; all ranks'
-    rows, in row order), and a boolean per row of this rank's shard marking the drawn rows.
-
-    ``bags`` > 1 (and more than ``rows`` rows): that many draws of ``rows`` rows each, one after the other
-    from the same generator (a row may be in several), returned bag after bag, each in row order;
-    the mask marks the rows in any bag. The rows are read once, whatever the number of bags."""
-    from .comm import Comm
-
-    comm = comm or Comm()
-    rng = np.random.default_rng(seed)
-    draws = [np.sort(rng.permutation(n)[:rows]) for _ in range(bags)] if n > rows else [np.arange(n)]
-    pick = np.unique(np.concatenate(draws))
-    in_reference = np.zeros(n, dtype=bool)
-    in_reference[pick] = True
-    start, stop = comm.shard(n)
-    in_reference = in_reference[start:stop]
-    if is_source(X):
-        parts = [to_net(check_array(c, name="a chunk of X", dtype=None)) for c in X.iter_masked_chunks(in_reference)]
-        ref = np.concatenate(parts) if parts else to_net(X.read(0, 0))
-    else:
-        ref = to_net(X[np.flatnonzero(in_reference)])
-    ref = comm.concat(np.ascontiguousarray(ref.reshape(len(ref), -1), dtype=np.float32))
-    if len(draws) > 1:  # the union, read in row order, back into the bags
-        ref = np.ascontiguousarray(ref[np.searchsorted(pick, np.concatenate(draws))])
-    return ref, in_reference
 
 
 def reference_masks(in_reference: np.ndarray | None):

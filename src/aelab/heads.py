@@ -414,8 +414,8 @@ register("emission", emission=True)(lambda s: Emission(s["emission_log_density"]
 register("spectrum", emission=True)(lambda s: Spectrum(*s["spectrum"], s["preprocess"]))
 register("iforest", forest=True)(lambda s: Forest(s["forest"]))
 register("isolation", input_forest=True)(lambda s: Forest(s["input_forest"], space="input"))
-#: contaminated tables: the bagged neighbour distance plus isolation of the row, each over its training mean;
-#: the default for tables whose training rows may hold anomalies (aelab.scoring.DEFAULT_TABLE_SCORE)
+#: the neighbour distance plus isolation of the row, each over its training mean; the default for tables stated
+#: to be clean (aelab.scoring.DEFAULT_CLEAN_TABLE_SCORE)
 register_fusion("knn+isolation", ("knn", "isolation"), rule="mean")
 #: every term of the family, each standardised by its training mean and spread (up to a constant)
 register_fusion("z:mse+latent+knn+iforest", ("mse", "latent", "knn", "iforest"))
