@@ -186,3 +186,19 @@ def test_the_error_split_of_the_default_adds_up_and_names_the_moved_feature(mode
     fused = aelab.Autoencoder(anomaly_score="z:mse+latent+knn+iforest", epochs=2, random_state=0).fit(table)
     with pytest.raises(aelab.exceptions.ConfigError, match="shapley"):
         fused.explain(Q[:3], method="error", score="iforest")
+
+
+def test_the_onnx_attribution_graph_carries_the_forest_split(model, table, tmp_path):
+    """export_onnx(output="attribution") of "knn+isolation" under a real ONNX Runtime session: the same split as
+    explain(method="error") (float32 arithmetic in the graph: 1e-5 of the largest contribution), summing to the
+    exported score."""
+    ort = pytest.importorskip("onnxruntime")
+    Q = table[300:337].copy()
+    Q[:, 2] += 4 * table[:, 2].std()
+    sess = ort.InferenceSession(str(model.export_onnx(tmp_path / "a.onnx", output="attribution")),
+                                providers=["CPUExecutionProvider"])
+    a = sess.run(None, {sess.get_inputs()[0].name: Q})[0]
+    e = model.explain(Q, method="error")
+    np.testing.assert_allclose(a, e.contributions, rtol=1e-4, atol=1e-5 * np.abs(e.flat).max())
+    score = ort.InferenceSession(str(model.export_onnx(tmp_path / "s.onnx")), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(a.sum(axis=1), score.run(None, {score.get_inputs()[0].name: Q})[0].ravel(), rtol=1e-6)
