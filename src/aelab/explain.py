@@ -253,18 +253,19 @@ def error_attribution(model, x: torch.Tensor, score: str, recon_kind: str = "mse
     if score in ("mse+latent", "relative+latent"):
         name = score.split("+")[0]
         return rec(name) / stats[name] + latent() / stats["latent_mean"].shape[0]
+    def knn():
+        diff, dk = (neighbours(x) if neighbours is not None
+                    else _neighbours(x, stats["knn_ref"], stats["knn_k"], stats.get("knn_bags") or 1))
+        return _knn_split(diff, dk)
+
     if score in ("isolation", "knn+isolation"):
         iso = build_head("isolation", stats).to(x.device).split(x)
         if score == "isolation":
             return iso
-        diff, dk = (neighbours(x) if neighbours is not None
-                    else _neighbours(x, stats["knn_ref"], stats["knn_k"], stats.get("knn_bags") or 1))
         ts = stats["term_stats"]
-        return _knn_split(diff, dk) / float(ts["knn"][0]) + iso / float(ts["isolation"][0])
+        return knn() / float(ts["knn"][0]) + iso / float(ts["isolation"][0])
     if neighbour_score(score):
-        diff, dk = (neighbours(x) if neighbours is not None
-                    else _neighbours(x, stats["knn_ref"], stats["knn_k"], stats.get("knn_bags") or 1))
-        split = _knn_split(diff, dk)
+        split = knn()
         if score == "knn":
             return split
         if score == "mse+knn":

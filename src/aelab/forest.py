@@ -86,19 +86,34 @@ def fit_forest(Z: np.ndarray, seed: int, n_trees: int = FOREST_TREES, max_sample
             "value": value, "share": share, "depth": deepest, "c": float(average_path_length(psi)) or 1.0}
 
 
+def _roots(z: torch.Tensor, feature) -> torch.Tensor:
+    """(n, trees): the flat index of every tree's root, for each row of ``z`` (every batch size)."""
+    roots = torch.arange(feature.shape[0], dtype=torch.int64, device=z.device) * feature.shape[1]
+    return roots[None, :] + torch.zeros_like(z[:, :1], dtype=torch.int64)
+
+
+def _walk(z: torch.Tensor, feature, threshold, left, right, depth: int):
+    """The rows of ``z`` (n, features, float64) down every tree: ``depth`` steps of gathers on the flat tables
+    ((trees, nodes), children as flat indices), yielding (split feature, node, next node), each (n, trees), per
+    step; a leaf points at itself, so a row that reached one stays there."""
+    node = _roots(z, feature)
+    feature, threshold = feature.reshape(-1), threshold.reshape(-1)
+    left, right = left.reshape(-1), right.reshape(-1)
+    for _ in range(int(depth)):
+        f = feature[node]
+        nxt = torch.where(z.gather(1, f) <= threshold[node], left[node], right[node])
+        yield f, node, nxt
+        node = nxt
+
+
 def forest_path(z: torch.Tensor, feature, threshold, left, right, value, depth: int) -> torch.Tensor:
     """Mean path length of each row of ``z`` (n, features) over the trees (float64): ``depth`` steps of
     gathers on the flat tables (``feature`` ... ``value``: (trees, nodes), children as flat indices)."""
-    trees, nodes = feature.shape
-    feature, threshold = feature.reshape(-1), threshold.reshape(-1)
-    left, right, value = left.reshape(-1), right.reshape(-1), value.reshape(-1)
     z = z.reshape(z.shape[0], -1).to(torch.float64)
-    roots = torch.arange(trees, dtype=torch.int64, device=z.device) * nodes
-    node = roots[None, :] + torch.zeros_like(z[:, :1], dtype=torch.int64)  # (n, trees), every batch size
-    for _ in range(int(depth)):
-        go_left = z.gather(1, feature[node]) <= threshold[node]
-        node = torch.where(go_left, left[node], right[node])
-    return value[node].mean(dim=1)
+    node = _roots(z, feature)
+    for _, _, node in _walk(z, feature, threshold, left, right, depth):
+        pass
+    return value.reshape(-1)[node].mean(dim=1)
 
 
 def forest_split(z: torch.Tensor, feature, threshold, left, right, share, depth: int) -> torch.Tensor:
@@ -108,19 +123,12 @@ def forest_split(z: torch.Tensor, feature, threshold, left, right, share, depth:
     to ``log(rows at the root / rows in the leaf)``, the narrowing that a short path means; a cut that leaves the
     row with few others counts most (DIFFI, Carletti et al. 2020, weighs splits by the same imbalance). The same
     loop as :func:`forest_path`, with a scatter-add that runs in the ONNX graph too."""
-    trees, nodes = feature.shape
-    feature, threshold = feature.reshape(-1), threshold.reshape(-1)
-    left, right, share = left.reshape(-1), right.reshape(-1), share.reshape(-1)
+    share = share.reshape(-1)
     z = z.reshape(z.shape[0], -1).to(torch.float64)
-    roots = torch.arange(trees, dtype=torch.int64, device=z.device) * nodes
-    node = roots[None, :] + torch.zeros_like(z[:, :1], dtype=torch.int64)
     acc = torch.zeros_like(z)
-    for _ in range(int(depth)):
-        f = feature[node]
-        nxt = torch.where(z.gather(1, f) <= threshold[node], left[node], right[node])
+    for f, node, nxt in _walk(z, feature, threshold, left, right, depth):
         w = torch.where(nxt != node, -torch.log(share[nxt]), torch.zeros_like(share[nxt]))  # a leaf points at itself
         acc = acc.scatter_add(1, f, w)
-        node = nxt
     return acc
 
 

@@ -109,8 +109,8 @@ def knn_distance(x: torch.Tensor, ref: torch.Tensor, k: int, exclude_self=False,
 
 
 # ------------------------------------------------------------------ which training rows are the reference
-def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int = 4096,
-                  comm=None, bags: int = 1) -> tuple[dict, np.ndarray]:
+def knn_reference(X, to_net, n: int, seed: int, k: int, rows: int, comm=None,
+                  bags: int = 1) -> tuple[dict, np.ndarray]:
     """The reference rows of the "knn" scores and the training means of their neighbour distance and its square,
     and a boolean per training row marking the rows that are in the reference set.
 
